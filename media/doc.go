@@ -1,0 +1,89 @@
+// Package media anchors every call's media: it owns the UDP port pool, one
+// relay Session per call with two legs (LAN: plain RTP toward the PBX; WAN:
+// SRTP/SDES toward a trunk), the SRTP contexts, strict-source latching,
+// per-leg quality statistics, the inactivity watchdog and G.711 µ-law↔A-law
+// transcoding. SDP rewriting is delegated to media/sdp (pure, golden-tested).
+//
+// # API (what the B2BUA drives)
+//
+//	type SRTPPolicy int // SRTPOff, SRTPOptional, SRTPMandatory
+//	type LegConfig struct {
+//	    Name              string     // "lan" | "wan" (metrics label)
+//	    BindAddr          netip.Addr // local IP the media sockets bind on
+//	    Advertise         netip.Addr // address written into c=/o= toward this leg's peer (zero = BindAddr)
+//	    SRTP              SRTPPolicy
+//	    AllowInsecureSDES bool       // else SDES keys are only sent when SignalingSecure
+//	    SignalingSecure   bool       // the leg's SIP transport is TLS
+//	    Codecs            []string   // allowed codec names (PCMU, PCMA, G729, telephone-event…); empty = any
+//	    Video, T38        bool       // does this leg carry them? false → port 0 / 488 if nothing else is left
+//	    LatchAddr         netip.Addr // far-end NAT: latch to packets from this IP (the SIP source); zero = SDP address
+//	}
+//	type Config struct {
+//	    PortMin, PortMax  int           // media port range (inclusive); RTP even, RTCP odd
+//	    Quarantine        time.Duration // a released port is not reused before this (default 2s)
+//	    LatchWindow       time.Duration // symmetric-RTP latching window after each (re)negotiation (default 5s)
+//	    InactivityTimeout time.Duration // no packet in either direction for this long → onInactive (0 = off)
+//	    DSCP              int           // DSCP for media sockets (0..63), e.g. 46 (EF)
+//	    Transcode         bool          // allow G.711 µ-law↔A-law when the legs share neither
+//	}
+//	func NewEngine(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Engine, error)
+//	func (e *Engine) SetConfig(cfg Config) // hot: Quarantine, LatchWindow, InactivityTimeout, DSCP, Transcode; the port range needs a restart
+//	func (e *Engine) Sessions() int        // active sessions
+//	func (e *Engine) Close() error         // closes every session
+//	func (e *Engine) NewSession(id string, a, b LegConfig, onInactive func()) (*Session, error)
+//	func (s *Session) Offer(from int, body []byte) ([]byte, error)  // from: 0 = leg a, 1 = leg b; returns the offer for the other leg
+//	func (s *Session) Answer(from int, body []byte) ([]byte, error) // answer from `from` to the last offer; returns the answer for the offerer
+//	func (s *Session) State() SessionState // plain exported-field snapshot (addresses, keys, ROC) for HA replication
+//	func (s *Session) Stats() SessionStats // per leg: packets, bytes, loss, jitter, RTT, codec, suite, drops
+//	func (s *Session) Close() error        // idempotent; ports go to quarantine
+//	var ErrPortsExhausted // → 503
+//	var ErrNotAcceptable  // → 488 (no common codec, SRTP mandatory without usable crypto, only T.38/video toward
+//	                      //        a leg without it, unsupported key derivation rate / suite)
+//	var ErrClosed         // the session or engine is closed
+//
+// Offer/Answer: an initial INVITE is Offer(0, sdp) then Answer(1, sdp); an
+// early answer (183) may be followed by the final one: a second Answer call
+// replaces the first. Re-INVITE/UPDATE are further Offer/Answer pairs from
+// either side: hold (sendonly/recvonly/inactive, the inactivity watchdog is
+// suspended while any stream is not sendrecv), resume, codec change, a new
+// remote address/port (relatching starts over), a re-key (a new a=crypto
+// from the peer gives a new decrypt context; the old one keeps decrypting
+// until the new one authenticates a packet, so there is no audible gap).
+// esbc keeps the keys it sends toward a leg across re-offers while the
+// suite is unchanged and generates fresh ones (crypto/rand) when the suite
+// changes or the peer re-keys. An offer that fails (ErrNotAcceptable) leaves
+// the session as it was, so the B2BUA can answer 488 and keep the call.
+//
+// # Concurrency
+//
+// Offer, Answer, State, Stats and Close are safe for concurrent use (one
+// mutex per Session, never taken on the packet path). Each media socket has
+// one reader goroutine that owns the SRTP contexts it uses (decrypt for its
+// own leg, encrypt toward the other leg); negotiated parameters reach it
+// through an atomic pointer to an immutable plan, and contexts are rebuilt
+// by the goroutine itself when the plan's generation changes. The packet
+// path takes no lock and allocates nothing in steady state; every loop
+// recovers from panics, counts them (esbc_media_panics_total) and goes on.
+//
+// # Strict sources (no RTP bleed)
+//
+// A packet is relayed only if it comes from the leg's peer: the address
+// latched during LatchWindow from the signalled IP (LatchAddr when the far
+// end is NATed, else the c= address of the peer's SDP), or after the window
+// the exact signalled address and port. Everything else is dropped and
+// counted in esbc_media_dropped_total{leg,reason}.
+//
+// # Imports
+//
+// media may import media/sdp, pion/srtp, pion/rtp (header parsing only
+// through srtp), zap, prometheus and the standard library; nothing of esbc
+// above it. media/capture is a sibling owned separately.
+//
+// # RFCs
+//
+// RFC 3550 (RTP/RTCP; A.1 sequence tracking, A.8 jitter, 6.4.1 round trip),
+// RFC 3711 (SRTP/SRTCP), RFC 7714 (AES-GCM), RFC 4568 (SDES), RFC 3264
+// (offer/answer, hold), RFC 3605 (a=rtcp), RFC 5761 (rtcp-mux), RFC 4733
+// (telephone-event, relayed untouched), RFC 4961 (symmetric RTP),
+// ITU-T G.711 (µ-law↔A-law tables).
+package media
