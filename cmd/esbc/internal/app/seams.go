@@ -74,7 +74,7 @@ type CallsDeps struct {
 	Snapshot   SnapshotFunc
 	Subscribe  SubscribeFunc
 	LAN, WAN   *SideSIP
-	Admin      *http.ServeMux       // mount /api/v1/... handlers here (auth is applied by app)
+	Admin      *http.ServeMux        // mount /api/v1/... handlers here (auth is applied by app)
 	Registerer prometheus.Registerer // esbc_ metrics
 	Hooks      Hooks
 	// TrunkTLS returns the client TLS profile toward a trunk (CA from
