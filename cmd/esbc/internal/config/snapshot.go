@@ -34,9 +34,6 @@ type Snapshot struct {
 	LANAllow, LANDeny, WANAllow, WANDeny, Trusted []netip.Prefix
 	// TrunkIndex maps a trunk name to its index in Config.Trunks.
 	TrunkIndex map[string]int
-	// Embedded TLS material (PEM) when Embedded is true and the WAN has
-	// no cert_file: a self-signed certificate made in memory.
-	EmbeddedCertPEM, EmbeddedKeyPEM []byte
 }
 
 // Listen is one parsed listen URL such as "udp://10.0.0.2:5060".
