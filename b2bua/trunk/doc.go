@@ -86,6 +86,10 @@
 //	func (t *Trunk) Close(ctx context.Context) error // unregister (Expires: 0), stop loops; idempotent
 //
 //	func Authorize(req *sip.Request, res *sip.Response, username, password string) error
+//	// Retry: a clone of req with credentials, CSeq+1 and no Via, ready to send as a new transaction.
+//	func Retry(req *sip.Request, res *sip.Response, username, password string) (*sip.Request, error)
+//	var ErrNoChallenge // no answerable digest challenge in the response
+//	var ErrAuth        // the registrar rejected the credentials
 //
 //	type RegState struct {
 //		Trunk, State, Target, Contact string // State: disabled|unregistered|registering|registered|failed
@@ -95,13 +99,14 @@
 //		PublicAddr string       // received:rport as the registrar saw it
 //		Failures  int           // consecutive failures
 //		LastError string
-//	}
+//	}                       // MarshalJSON: snake_case keys, expires_seconds
 //
 //	type Set struct{ ... }           // all trunks by name
 //	func NewSet(deps Deps) *Set
-//	func (s *Set) Apply(cfgs []Config) error // reload: unchanged trunks keep running, Channels-only
-//	                                  // changes are applied in place, changed trunks are replaced
-//	                                  // (the active channel count carries over), removed ones closed
+//	func (s *Set) Apply(ctx context.Context, cfgs []Config) error
+//	        // reload: all configs checked first (any error: nothing changes); unchanged trunks keep
+//	        // running, Channels-only changes apply in place, changed trunks are replaced (the old one
+//	        // unregisters within ctx; the active channel count carries over), removed ones closed
 //	func (s *Set) Get(name string) (*Trunk, bool)
 //	func (s *Set) All() []*Trunk      // by name
 //	func (s *Set) ByAddr(addr netip.Addr) (*Trunk, bool) // the trunk that owns a source address
