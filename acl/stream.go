@@ -1,0 +1,281 @@
+package acl
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+
+	"go.uber.org/zap"
+)
+
+// ErrFraming is returned by Conn.Read (after the connection was closed)
+// when the stream cannot be split into SIP messages any more: a missing,
+// duplicate, negative or invalid Content-Length, or a header section or
+// message over max_message_bytes. The bytes that follow could not be
+// trusted to start a message, so the edge closes rather than desynchronise.
+var ErrFraming = errors.New("acl: sip stream framing error")
+
+// errBanned closes a connection whose source got banned while it was open.
+var errBanned = errors.New("acl: source banned")
+
+// Listener is a net.Listener that closes connections from refused
+// sources at Accept (before any byte is read, so before a TLS handshake)
+// and, unless AcceptOnly, wraps the accepted ones in a framing Conn.
+type Listener struct {
+	net.Listener
+	g    *Guard
+	side Side
+	// frame: wrap accepted connections in Conn (plain-text streams)
+	frame bool
+}
+
+// WrapListener wraps a plain-text stream listener of side s: TCP, or a
+// TLS listener (crypto/tls.NewListener) whose Accept returns connections
+// that decrypt on Read. Refused sources are closed at Accept; accepted
+// connections are framed and filtered message by message (Conn).
+func (g *Guard) WrapListener(s Side, ln net.Listener) *Listener {
+	return &Listener{Listener: ln, g: g, side: s, frame: true}
+}
+
+// WrapRawListener wraps the raw TCP listener under a TLS layer: refused
+// sources are closed at Accept before the handshake; accepted connections
+// are returned unchanged (the bytes are still encrypted). Pair it with
+// WrapConn on the decrypted connection, or WrapListener on the TLS
+// listener, to filter messages too.
+func (g *Guard) WrapRawListener(s Side, ln net.Listener) *Listener {
+	return &Listener{Listener: ln, g: g, side: s}
+}
+
+// Accept returns the next admitted connection.
+func (l *Listener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return c, err
+		}
+		src := addrOf(c.RemoteAddr())
+		if !src.IsValid() {
+			l.g.m.drop(l.side, ReasonMalformed)
+			c.Close()
+			continue
+		}
+		if r := l.g.Admit(l.side, src); r != ReasonNone {
+			c.Close()
+			continue
+		}
+		if l.frame {
+			return l.g.WrapConn(l.side, c), nil
+		}
+		return c, nil
+	}
+}
+
+// Conn frames SIP messages on a stream (RFC 3261 §18.3: Content-Length
+// delimits each message) and returns from Read only the bytes of the
+// messages the Guard admits, whole messages at a time, so the reader's
+// stream parser always starts on a message boundary. RFC 5626 keep-alive
+// pings (CRLFCRLF) are answered with CRLF here and never reach the reader.
+// Read and Write may be called concurrently (one reader).
+type Conn struct {
+	net.Conn
+	g    *Guard
+	side Side
+	src  addrKey
+
+	rmu     sync.Mutex // guards buf, start, end, pending, err (held by Read)
+	buf     []byte     // raw bytes read: buf[start:end] not yet framed
+	start   int
+	end     int
+	pending []byte // admitted bytes not yet returned (a slice of buf)
+	err     error  // sticky
+	wmu     sync.Mutex
+}
+
+// addrKey is the remote IP (netip.Addr of the connection).
+type addrKey = [16]byte
+
+// WrapConn wraps an accepted plain-text stream connection of side s.
+func (g *Guard) WrapConn(s Side, c net.Conn) *Conn {
+	src := addrOf(c.RemoteAddr())
+	return &Conn{Conn: c, g: g, side: s, src: src.As16(), buf: make([]byte, 4096)}
+}
+
+// Unwrap returns the wrapped connection (e.g. the *tls.Conn).
+func (c *Conn) Unwrap() net.Conn { return c.Conn }
+
+// Write serialises writes with the edge's own responses.
+func (c *Conn) Write(b []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.Conn.Write(b)
+}
+
+// Read returns admitted message bytes.
+func (c *Conn) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for {
+		if len(c.pending) > 0 {
+			n := copy(b, c.pending)
+			c.pending = c.pending[n:]
+			return n, nil
+		}
+		if c.err != nil {
+			return 0, c.err
+		}
+		before := c.start
+		if err := c.frameOne(); err != nil {
+			c.fail(err)
+			continue
+		}
+		if len(c.pending) > 0 || c.start != before {
+			continue
+		}
+		if err := c.fill(); err != nil {
+			c.err = err
+		}
+	}
+}
+
+// fail records a fatal error and closes the connection.
+func (c *Conn) fail(err error) {
+	c.err = err
+	c.Conn.Close()
+}
+
+// fill reads more bytes from the connection, compacting or growing buf
+// up to max_message_bytes plus one read.
+func (c *Conn) fill() error {
+	if c.start > 0 && (c.end == len(c.buf) || c.start == c.end) {
+		copy(c.buf, c.buf[c.start:c.end])
+		c.end -= c.start
+		c.start = 0
+	}
+	if c.end == len(c.buf) {
+		limit := c.g.pol.Load().cfg.MaxMessageBytes + 4096
+		if len(c.buf) >= limit {
+			return fmt.Errorf("%w: message over max_message_bytes", ErrFraming)
+		}
+		nb := make([]byte, min(2*len(c.buf), limit))
+		copy(nb, c.buf[:c.end])
+		c.buf = nb
+	}
+	n, err := c.Conn.Read(c.buf[c.end:])
+	c.end += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		return nil
+	}
+	return err
+}
+
+var crlf2 = []byte("\r\n\r\n")
+
+// frameOne frames at most one message (or keep-alive) from
+// buf[start:end]. It sets pending for an admitted message, consumes a
+// refused one, and returns a fatal error for a framing violation or a
+// banned source. With too few bytes it does nothing.
+func (c *Conn) frameOne() (err error) {
+	g := c.g
+	defer func() {
+		if v := recover(); v != nil {
+			g.m.drop(c.side, ReasonPanic)
+			g.log.Error("acl: panic in stream filter", zap.Any("panic", v), zap.Stack("stack"))
+			err = fmt.Errorf("%w: internal error", ErrFraming)
+		}
+	}()
+	data := c.buf[c.start:c.end]
+	// keep-alives between messages (RFC 5626 §3.5.1)
+	for len(data) >= 2 && data[0] == '\r' && data[1] == '\n' {
+		if len(data) >= 4 && data[2] == '\r' && data[3] == '\n' {
+			c.start += 4
+			data = data[4:]
+			c.wmu.Lock()
+			_, werr := c.Conn.Write(crlf2[:2])
+			c.wmu.Unlock()
+			if werr != nil {
+				return werr
+			}
+			continue
+		}
+		if len(data) < 4 && (len(data) == 2 || data[2] == '\r') {
+			return nil // may be the start of a ping: wait
+		}
+		c.start += 2 // a pong or a stray CRLF
+		data = data[2:]
+	}
+	if len(data) == 0 {
+		return nil
+	}
+	p := g.pol.Load()
+	he := bytes.Index(data, crlf2)
+	if he < 0 {
+		if len(data) > p.cfg.MaxMessageBytes {
+			g.m.drop(c.side, ReasonOversize)
+			return fmt.Errorf("%w: header section over %d bytes", ErrFraming, p.cfg.MaxMessageBytes)
+		}
+		return nil
+	}
+	hdrLen := he + 4
+	var m message
+	p.inspect(data[:hdrLen], &m)
+	switch {
+	case m.clCount == 0:
+		g.m.drop(c.side, ReasonFraming)
+		return fmt.Errorf("%w: no Content-Length", ErrFraming)
+	case m.clCount > 1:
+		g.m.drop(c.side, ReasonFraming)
+		return fmt.Errorf("%w: duplicate Content-Length", ErrFraming)
+	case m.clValue < 0:
+		g.m.drop(c.side, ReasonFraming)
+		return fmt.Errorf("%w: invalid Content-Length", ErrFraming)
+	case hdrLen+m.clValue > p.cfg.MaxMessageBytes:
+		g.m.drop(c.side, ReasonOversize)
+		return fmt.Errorf("%w: message of %d bytes over max_message_bytes", ErrFraming, hdrLen+m.clValue)
+	}
+	total := hdrLen + m.clValue
+	if len(data) < total {
+		return nil // wait for the body
+	}
+	msg := data[:total]
+	c.start += total
+	// per-message policy: source state first (bans may have happened
+	// since accept), then the message itself
+	src := addrFrom16(c.src)
+	switch r := g.Admit(c.side, src); r {
+	case ReasonNone:
+	case ReasonBanned, ReasonDenied:
+		return errBanned
+	default:
+		return nil // rate limited: drop the message, keep the stream
+	}
+	act, r, code := p.decide(c.side, msg, &m, true)
+	switch act {
+	case actPass:
+		c.pending = msg
+	case actRespond:
+		g.m.drop(c.side, r)
+		g.m.responses[c.side&1].Inc()
+		resp := respPool.Get().(*[]byte)
+		*resp = m.appendResponse((*resp)[:0], msg, code, p.side[c.side&1].allowHeader, p.cfg.ServerHeader)
+		c.wmu.Lock()
+		_, werr := c.Conn.Write(*resp)
+		c.wmu.Unlock()
+		respPool.Put(resp)
+		if werr != nil {
+			return werr
+		}
+	default:
+		if r != ReasonNone {
+			g.m.drop(c.side, r)
+		}
+	}
+	return nil
+}
