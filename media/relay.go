@@ -1,0 +1,414 @@
+package media
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// keys is the SRTP material of one direction of one endpoint (immutable).
+type keys struct {
+	suite   string
+	profile srtp.ProtectionProfile
+	key     []byte // master key || salt
+	mki     []byte
+	keyLen  int
+}
+
+func (k *keys) context() (*srtp.Context, error) {
+	return srtp.CreateContext(k.key[:k.keyLen], k.key[k.keyLen:], k.profile,
+		srtp.SRTPReplayProtection(256), srtp.SRTCPReplayProtection(256), srtp.MasterKeyIndicator(k.mki))
+}
+
+// xcode converts payloads from the other leg's G.711 into this peer's.
+type xcode struct {
+	inPT, outPT uint8
+	table       *[256]byte
+}
+
+// plan is how one endpoint talks to its peer: immutable, swapped whole
+// through endpoint.plan by the control plane (Answer), read per packet.
+type plan struct {
+	active     bool
+	remote     netip.AddrPort // peer RTP address from SDP (zero: unknown / 0.0.0.0 hold)
+	remoteRTCP netip.AddrPort
+	expectIP   netip.Addr // latching: packets from this IP may latch within the window
+	latchUntil int64      // unix ns
+	epoch      uint64     // a new epoch restarts latching
+	mux        bool
+	recv       *keys // decrypt what the peer sends (nil = plain RTP)
+	send       *keys // encrypt what we send to the peer (nil = plain)
+	xc         *xcode
+	raw        bool // not RTP (T.38 udptl): forwarded as is, no SRTP, no stats
+	clockRate  int64
+	codec      string
+	direction  string
+}
+
+// endpoint is one stream (m-line) on one leg: an RTP and an RTCP socket,
+// each with its reader goroutine.
+type endpoint struct {
+	s     *Session
+	leg   int
+	index int
+	media string
+	drops *[numReasons]prometheus.Counter
+	rtp   *net.UDPConn
+	rtcp  *net.UDPConn
+	port  int
+	v6    bool
+	other *endpoint
+
+	plan     atomic.Pointer[plan]
+	latched  atomic.Pointer[netip.AddrPort] // RTP source latched (for State and sends)
+	latchedC atomic.Pointer[netip.AddrPort] // RTCP source latched
+	sendSSRC atomic.Uint32
+	sendROC  atomic.Uint32
+	st       endpointStats
+	wg       sync.WaitGroup
+}
+
+func (ep *endpoint) drop(r int) {
+	ep.st.dropped.Add(1)
+	ep.drops[r].Inc()
+}
+
+func (ep *endpoint) start() {
+	ep.wg.Add(2)
+	go ep.s.e.loop(&worker{ep: ep, conn: ep.rtp})
+	go ep.s.e.loop(&worker{ep: ep, conn: ep.rtcp, isRTCP: true})
+}
+
+func (ep *endpoint) close() {
+	_ = ep.rtp.Close()
+	_ = ep.rtcp.Close()
+	ep.wg.Wait()
+}
+
+// worker is the state of one reader goroutine: its buffers, its parsed
+// headers and the SRTP contexts it alone uses.
+type worker struct {
+	ep     *endpoint
+	conn   *net.UDPConn
+	isRTCP bool
+
+	buf, plain, out []byte
+	hdr             rtp.Header
+
+	epoch   uint64
+	latched netip.AddrPort
+
+	recvKeys *keys
+	dec      *srtp.Context
+	oldDec   *srtp.Context // previous key: kept until the new one authenticates a packet
+
+	sendKeys *keys
+	enc      *srtp.Context
+	lastSSRC uint32
+	lastSeq  uint16
+	hasSSRC  bool
+
+	rx rxStats
+}
+
+const bufSize = 1500 + 64
+
+// loop runs a worker until its socket closes; a panic is counted and the
+// loop goes on.
+func (e *Engine) loop(w *worker) {
+	defer w.ep.wg.Done()
+	w.buf = make([]byte, bufSize)
+	w.plain = make([]byte, bufSize)
+	w.out = make([]byte, bufSize)
+	for !w.serve() {
+	}
+}
+
+func (w *worker) serve() (done bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			w.ep.s.e.panics.Inc()
+			w.ep.s.e.log.Error("panic in media loop", zap.String("session", w.ep.s.id), zap.Any("panic", r), zap.Stack("stack"))
+			done = false
+		}
+	}()
+	for {
+		n, from, err := w.conn.ReadFromUDPAddrPort(w.buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return true
+			}
+			continue
+		}
+		w.handle(w.buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()))
+	}
+}
+
+func isRTCPByte(b byte) bool { return b >= 192 && b <= 223 } // RFC 5761 4
+
+func (w *worker) handle(pkt []byte, from netip.AddrPort) {
+	ep := w.ep
+	px := ep.plan.Load()
+	if px == nil || !px.active {
+		ep.drop(reasonNoPeer)
+		return
+	}
+	now := time.Now()
+	if px.raw {
+		w.relayRaw(px, pkt, from, now)
+		return
+	}
+	rtcpPkt := w.isRTCP || (len(pkt) >= 2 && isRTCPByte(pkt[1]))
+	if !w.accept(px, from, now, rtcpPkt) {
+		ep.drop(reasonSource)
+		return
+	}
+	if len(pkt) < 12 || pkt[0]>>6 != 2 || (rtcpPkt && !isRTCPByte(pkt[1])) {
+		ep.drop(reasonMalformed)
+		return
+	}
+	plain := pkt
+	if px.recv != nil {
+		if px.recv != w.recvKeys {
+			if !w.rekeyRecv(px.recv) {
+				ep.drop(reasonSRTP)
+				return
+			}
+		}
+		var err error
+		plain, err = w.decrypt(pkt, rtcpPkt)
+		if err != nil {
+			ep.drop(reasonSRTP)
+			return
+		}
+	}
+	ep.st.lastRx.Store(now.UnixNano())
+	ep.st.packetsIn.Add(1)
+	ep.st.bytesIn.Add(uint64(len(pkt)))
+	o := ep.other
+	py := o.plan.Load()
+	if rtcpPkt {
+		rtcpScan(plain, now, &ep.st, &o.st)
+	} else {
+		w.rx.update(uint16(plain[2])<<8|uint16(plain[3]),
+			uint32(plain[4])<<24|uint32(plain[5])<<16|uint32(plain[6])<<8|uint32(plain[7]),
+			uint32(plain[8])<<24|uint32(plain[9])<<16|uint32(plain[10])<<8|uint32(plain[11]),
+			arrivalUnits(now, px.clockRate))
+		ep.st.lost.Store(w.rx.totalLost())
+		ep.st.jitterUs.Store(uint64(w.rx.jitter * 1e6 / float64(px.clockRate)))
+	}
+	if py == nil || !py.active {
+		ep.drop(reasonNoPeer)
+		return
+	}
+	// Destination: the latched source of the other peer, else its SDP address.
+	conn := o.rtp
+	var dst netip.AddrPort
+	if rtcpPkt && !py.mux {
+		conn = o.rtcp
+		if l := o.latchedC.Load(); l != nil {
+			dst = *l
+		} else {
+			dst = py.remoteRTCP
+		}
+	} else if l := o.latched.Load(); l != nil {
+		dst = *l
+	} else {
+		dst = py.remote
+	}
+	if !dst.IsValid() || dst.Port() == 0 {
+		ep.drop(reasonNoPeer)
+		return
+	}
+	if !rtcpPkt && py.xc != nil && plain[1]&0x7f == py.xc.inPT {
+		if n, err := w.hdr.Unmarshal(plain); err == nil {
+			plain[1] = plain[1]&0x80 | py.xc.outPT
+			t := py.xc.table
+			end := len(plain)
+			if w.hdr.Padding && end > n {
+				end -= int(plain[end-1])
+			}
+			for i := n; i < end; i++ {
+				plain[i] = t[plain[i]]
+			}
+		}
+	}
+	out := plain
+	if py.send != nil {
+		if py.send != w.sendKeys {
+			if !w.rekeySend(py.send) {
+				ep.drop(reasonSRTP)
+				return
+			}
+		}
+		var err error
+		if rtcpPkt {
+			out, err = w.enc.EncryptRTCP(w.out, plain, nil)
+		} else {
+			out, err = w.enc.EncryptRTP(w.out, plain, &w.hdr)
+			if err == nil {
+				w.noteSent(o)
+			}
+		}
+		if err != nil {
+			ep.drop(reasonSRTP)
+			return
+		}
+	}
+	if _, err := conn.WriteToUDPAddrPort(out, dst); err != nil {
+		o.drop(reasonSend)
+		return
+	}
+	o.st.packetsOut.Add(1)
+	o.st.bytesOut.Add(uint64(len(out)))
+}
+
+func arrivalUnits(now time.Time, rate int64) int64 {
+	ns := now.UnixNano()
+	return (ns/1e9)*rate + (ns%1e9)*rate/1e9
+}
+
+// accept applies strict-source rules and latching (see doc.go).
+func (w *worker) accept(px *plan, from netip.AddrPort, now time.Time, rtcpPkt bool) bool {
+	if px.epoch != w.epoch {
+		w.epoch = px.epoch
+		w.latched = netip.AddrPort{}
+	}
+	if w.latched.IsValid() && from == w.latched {
+		return true
+	}
+	want := px.remote
+	if rtcpPkt && !w.isRTCP {
+		// rtcp-mux: RTCP from the RTP source
+		want = px.remote
+	} else if w.isRTCP {
+		want = px.remoteRTCP
+	}
+	inWindow := now.UnixNano() < px.latchUntil && px.expectIP.IsValid() && from.Addr() == px.expectIP
+	if from != want && !inWindow {
+		return false
+	}
+	if rtcpPkt && !w.isRTCP {
+		return true // the RTP worker latches on RTP only
+	}
+	w.latched = from
+	l := from
+	if w.isRTCP {
+		w.ep.latchedC.Store(&l)
+	} else {
+		w.ep.latched.Store(&l)
+	}
+	return true
+}
+
+func (w *worker) rekeyRecv(k *keys) bool {
+	c, err := k.context()
+	if err != nil {
+		w.ep.s.e.log.Warn("srtp context", zap.String("session", w.ep.s.id), zap.Error(err))
+		return false
+	}
+	if w.dec != nil {
+		if w.rx.init {
+			if roc, ok := w.dec.ROC(w.rx.ssrc); ok {
+				c.SetROC(w.rx.ssrc, roc)
+			}
+		}
+		w.oldDec = w.dec
+	}
+	w.dec = c
+	w.recvKeys = k
+	return true
+}
+
+func (w *worker) rekeySend(k *keys) bool {
+	c, err := k.context()
+	if err != nil {
+		w.ep.s.e.log.Warn("srtp context", zap.String("session", w.ep.s.id), zap.Error(err))
+		return false
+	}
+	if w.enc != nil && w.hasSSRC {
+		// The stream goes on under the new key: keep its rollover counter.
+		if roc, ok := w.enc.ROC(w.lastSSRC); ok {
+			c.SetROC(w.lastSSRC, roc)
+		}
+	}
+	w.enc = c
+	w.sendKeys = k
+	return true
+}
+
+func (w *worker) decrypt(pkt []byte, rtcpPkt bool) ([]byte, error) {
+	var out []byte
+	var err error
+	if rtcpPkt {
+		out, err = w.dec.DecryptRTCP(w.plain, pkt, nil)
+	} else {
+		out, err = w.dec.DecryptRTP(w.plain, pkt, &w.hdr)
+	}
+	if err == nil {
+		w.oldDec = nil
+		return out, nil
+	}
+	if w.oldDec == nil {
+		return nil, err
+	}
+	if rtcpPkt {
+		return w.oldDec.DecryptRTCP(w.plain, pkt, nil)
+	}
+	return w.oldDec.DecryptRTP(w.plain, pkt, &w.hdr)
+}
+
+// noteSent publishes the SSRC and ROC sent toward o (for State), cheaply:
+// only when the SSRC changes or the sequence number wraps.
+func (w *worker) noteSent(o *endpoint) {
+	ssrc, seq := w.hdr.SSRC, w.hdr.SequenceNumber
+	if !w.hasSSRC || ssrc != w.lastSSRC || seq < w.lastSeq && w.lastSeq-seq > 1<<15 {
+		w.hasSSRC = true
+		w.lastSSRC = ssrc
+		roc, _ := w.enc.ROC(ssrc)
+		o.sendSSRC.Store(ssrc)
+		o.sendROC.Store(roc)
+	}
+	w.lastSeq = seq
+}
+
+// relayRaw forwards a non-RTP datagram (T.38 over UDPTL) under the same
+// strict-source rules.
+func (w *worker) relayRaw(px *plan, pkt []byte, from netip.AddrPort, now time.Time) {
+	ep := w.ep
+	if w.isRTCP || !w.accept(px, from, now, false) {
+		ep.drop(reasonSource)
+		return
+	}
+	ep.st.lastRx.Store(now.UnixNano())
+	ep.st.packetsIn.Add(1)
+	ep.st.bytesIn.Add(uint64(len(pkt)))
+	o := ep.other
+	py := o.plan.Load()
+	if py == nil || !py.active {
+		ep.drop(reasonNoPeer)
+		return
+	}
+	dst := py.remote
+	if l := o.latched.Load(); l != nil {
+		dst = *l
+	}
+	if !dst.IsValid() || dst.Port() == 0 {
+		ep.drop(reasonNoPeer)
+		return
+	}
+	if _, err := o.rtp.WriteToUDPAddrPort(pkt, dst); err != nil {
+		o.drop(reasonSend)
+		return
+	}
+	o.st.packetsOut.Add(1)
+	o.st.bytesOut.Add(uint64(len(pkt)))
+}
