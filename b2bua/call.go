@@ -1,0 +1,1022 @@
+package b2bua
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+
+	"github.com/esbc/esbc/b2bua/locate"
+)
+
+// CallState is where a call is in its life.
+type CallState int
+
+// Call states, in order.
+const (
+	StateSetup     CallState = iota // INVITE sent on leg B, no answer yet
+	StateEarly                      // a provisional with a tag came back
+	StateAnswered                   // 2xx relayed to leg A, its ACK not yet seen
+	StateConfirmed                  // both legs confirmed
+	StateEnded
+)
+
+func (s CallState) String() string {
+	return [...]string{"setup", "early", "answered", "confirmed", "ended"}[s]
+}
+
+// Leg is one side of a call: a dialog with the PBX or with a trunk.
+type Leg struct {
+	Side   string // "lan" | "wan"
+	UAS    bool   // esbc is the UAS of this dialog (the leg the call came in on)
+	Dialog Dialog
+	// Target is the trunk server serving the dialog (WAN UAC legs).
+	Target locate.Target
+
+	call *Call
+	side *side
+	idx  int // media leg index: 0 = A, 1 = B
+}
+
+func (l *Leg) key() dialogKey {
+	return dialogKey{callID: l.Dialog.CallID, localTag: l.Dialog.LocalTag}
+}
+
+// Call is one B2BUA call: leg A (where the INVITE came in) and leg B.
+// Plain fields are guarded by mu.
+type Call struct {
+	ID        string
+	Direction string // "outbound" (PBX → trunk) | "inbound" (trunk → PBX)
+	Trunk     string
+	From, To  string // caller and called numbers as routed
+	Start     time.Time
+	Answer    time.Time
+	End       time.Time
+	Code      int    // final SIP status of the setup
+	Reason    string // why the call ended
+	A, B      *Leg
+
+	mu       sync.Mutex
+	state    CallState
+	cfg      *Config
+	tc       TrunkConfig
+	trunk    Trunk
+	media    MediaSession
+	acquired bool
+
+	setupCtx    context.Context
+	setupCancel context.CancelCauseFunc
+	ackCh       chan struct{} // closed when leg A ACKs our 2xx
+	ackOnce     sync.Once
+	bTx         sip.ClientTransaction // INVITE transaction of leg B
+	bAck        *sip.Request          // ACK sent for B's 2xx (re-sent on retransmissions)
+	bInviteSeq  uint32
+	timers      []*time.Timer
+	pending     [2]bool // a re-INVITE is in progress from leg idx
+	lastAnswerA []byte  // last SDP answer sent to leg A during setup
+}
+
+var (
+	errCancelled = errors.New("cancelled by caller")
+	errRemoteBye = errors.New("callee hung up during setup")
+	errShutdown  = errors.New("shutdown")
+)
+
+// onInvite handles INVITE: a new call, or a re-INVITE in a dialog.
+func (b *B2BUA) onInvite(s *side, req *sip.Request, tx sip.ServerTransaction) {
+	if to := req.To(); to != nil && to.Params.Has("tag") {
+		b.onInDialog(s, req, tx)
+		return
+	}
+	if b.draining.Load() {
+		b.m.rejected(s.name, "draining")
+		b.respond(req, tx, 503, "Service Unavailable", b.retryAfter())
+		return
+	}
+	trying := sip.NewResponseFromRequest(req, 100, "Trying", nil)
+	_ = tx.Respond(trying)
+
+	c, err := b.newCall(s, req, tx)
+	if err != nil {
+		code, reason := Status(err)
+		b.log.Info("call refused", zap.String("side", s.name), zap.String("ruri", req.Recipient.User),
+			zap.Int("code", code), zap.Error(err))
+		dir := "outbound"
+		if s == b.wan {
+			dir = "inbound"
+		}
+		b.m.done(dir, "", resultFor(code, false), 0)
+		var hdrs []sip.Header
+		if code == 503 {
+			hdrs = append(hdrs, b.retryAfter())
+		}
+		b.respond(req, tx, code, reason, hdrs...)
+		return
+	}
+	b.setup(c, req, tx)
+}
+
+// newCall routes the INVITE and builds both legs.
+func (b *B2BUA) newCall(s *side, req *sip.Request, tx sip.ServerTransaction) (*Call, error) {
+	cfg := b.cfg.Load()
+	if req.Contact() == nil || req.From() == nil || req.CSeq() == nil {
+		return nil, ErrBadRequest
+	}
+	c := &Call{ID: newCallID(), Start: time.Now(), cfg: cfg, ackCh: make(chan struct{})}
+	c.setupCtx, c.setupCancel = context.WithCancelCause(context.Background())
+	c.From = req.From().Address.User
+	var trunkName string
+	if s == b.lan {
+		c.Direction = "outbound"
+		dialled := req.Recipient.User
+		if dialled == "" {
+			dialled = req.To().Address.User
+		}
+		r, err := cfg.Router.Outbound(dialled)
+		if err != nil {
+			b.log.Info("no outbound route", zap.String("number", dialled), zap.Error(err))
+			return nil, err
+		}
+		trunkName, c.To = r.Trunk, r.Number
+	} else {
+		c.Direction = "inbound"
+		t, ok := b.deps.Trunks.ByAddr(sourceAddr(req.Source()))
+		if !ok {
+			b.m.tollFraud.Inc()
+			b.log.Warn("INVITE from a source that is no trunk server", zap.String("source", req.Source()))
+			if b.deps.AuthFailure != nil {
+				b.deps.AuthFailure(sourceAddr(req.Source()))
+			}
+			return nil, ErrNotTrunk
+		}
+		trunkName = t.Name()
+		ext, err := cfg.Router.Inbound(req.Recipient.User)
+		if err != nil {
+			b.log.Info("no inbound route", zap.String("number", req.Recipient.User), zap.Error(err))
+			return nil, err
+		}
+		c.To = ext
+		if cfg.PBX == "" {
+			return nil, fmt.Errorf("inbound call: no pbx uri: %w", ErrNoRoute)
+		}
+	}
+	c.Trunk = trunkName
+	t, ok := b.deps.Trunks.Get(trunkName)
+	if !ok {
+		return nil, fmt.Errorf("trunk %q: %w", trunkName, ErrNoRoute)
+	}
+	c.trunk = t
+	c.tc = cfg.Trunks[trunkName]
+	if c.tc.Name == "" {
+		c.tc.Name = trunkName
+	}
+	if !t.Acquire() {
+		b.log.Warn("trunk channel limit reached", zap.String("trunk", trunkName))
+		return nil, ErrChannels
+	}
+	c.acquired = true
+
+	// Leg A: the dialog the INVITE created, esbc as UAS.
+	from, to := req.From(), req.To()
+	ftag, _ := from.Params.Get("tag")
+	a := &Leg{Side: s.name, UAS: true, call: c, side: s, idx: 0}
+	a.Dialog = Dialog{
+		CallID:       req.CallID().Value(),
+		LocalTag:     randHex(8),
+		RemoteTag:    ftag,
+		LocalName:    to.DisplayName,
+		LocalURI:     *to.Address.Clone(),
+		RemoteName:   from.DisplayName,
+		RemoteURI:    *from.Address.Clone(),
+		RemoteTarget: *req.Contact().Address.Clone(),
+		RemoteCSeq:   req.CSeq().SeqNo,
+		LocalCSeq:    uint32(randUint16()),
+		Transport:    upperTransport(req.Transport()),
+		Destination:  req.Source(),
+	}
+	for _, h := range req.GetHeaders("Record-Route") {
+		a.Dialog.RouteSet = append(a.Dialog.RouteSet, h.Value())
+	}
+	a.Dialog.ViaHost, a.Dialog.ViaPort = b.sideAddr(cfg, s, a.Dialog.Transport)
+	a.Dialog.Contact = b.contact(cfg, s, a.Dialog.Transport)
+	c.A = a
+
+	// Leg B: a new dialog, esbc as UAC.
+	other := b.wan
+	if s == b.wan {
+		other = b.lan
+	}
+	bl := &Leg{Side: other.name, call: c, side: other, idx: 1}
+	bl.Dialog = Dialog{
+		CallID:    newCallID(),
+		LocalTag:  randHex(8),
+		LocalCSeq: uint32(randUint16()),
+	}
+	if c.Direction == "outbound" {
+		tr := c.tc.Transport
+		if tr == "" {
+			tr = "tls"
+		}
+		bl.Dialog.Transport = upperTransport(tr)
+		user := c.tc.FromUser
+		if user == "" {
+			user = c.From
+		}
+		bl.Dialog.LocalURI = sip.Uri{Scheme: "sip", User: user, Host: c.tc.Domain}
+		bl.Dialog.RemoteURI = sip.Uri{Scheme: "sip", User: c.To, Host: c.tc.Domain}
+		bl.Dialog.RemoteTarget = sip.Uri{Scheme: "sip", User: c.To, Host: c.tc.Domain}
+		if tr != "udp" {
+			bl.Dialog.RemoteTarget.UriParams = sip.HeaderParams{{K: "transport", V: strings.ToLower(tr)}}
+		}
+		bl.Dialog.LocalName = from.DisplayName
+	} else {
+		var pbx sip.Uri
+		_ = sip.ParseUri(cfg.PBX, &pbx)
+		tr := "udp"
+		if v, ok := pbx.UriParams.Get("transport"); ok && v != "" {
+			tr = strings.ToLower(v)
+		}
+		bl.Dialog.Transport = upperTransport(tr)
+		port := pbx.Port
+		if port == 0 {
+			port = 5060
+			if tr == "tls" {
+				port = 5061
+			}
+		}
+		bl.Dialog.Destination = net.JoinHostPort(pbx.Host, strconv.Itoa(port))
+		caller := b.inboundCaller(c, req)
+		c.From = caller
+		bl.Dialog.LocalURI = sip.Uri{Scheme: "sip", User: caller, Host: cfg.LAN.Advertise}
+		bl.Dialog.LocalName = from.DisplayName
+		bl.Dialog.RemoteURI = sip.Uri{Scheme: "sip", User: c.To, Host: pbx.Host, Port: pbx.Port}
+		bl.Dialog.RemoteTarget = sip.Uri{Scheme: "sip", User: c.To, Host: pbx.Host, Port: pbx.Port, UriParams: pbx.UriParams}
+	}
+	bl.Dialog.ViaHost, bl.Dialog.ViaPort = b.sideAddr(cfg, other, bl.Dialog.Transport)
+	bl.Dialog.Contact = b.contact(cfg, other, bl.Dialog.Transport)
+	c.B = bl
+
+	if b.deps.Media != nil {
+		la, lb := cfg.LANMedia, c.tc.Media
+		if lb.Name == "" {
+			lb = cfg.WANMedia
+		}
+		la.Name, lb.Name = "lan", "wan"
+		lb.SignalingSecure = bl.Dialog.Transport == "TLS"
+		if c.Direction == "inbound" {
+			la, lb = lb, la
+			la.SignalingSecure = a.Dialog.Transport == "TLS"
+		}
+		ms, err := b.deps.Media.NewSession(c.ID, la, lb, func() { b.hangupAsync(c, "media inactivity") })
+		if err != nil {
+			t.Release()
+			return nil, err
+		}
+		c.media = ms
+	}
+	b.addCall(c)
+	b.addLeg(a)
+	b.addLeg(bl)
+	return c, nil
+}
+
+// inboundCaller is the caller number shown to the PBX: the trunk's
+// P-Asserted-Identity when trusted, else the From user.
+func (b *B2BUA) inboundCaller(c *Call, req *sip.Request) string {
+	if c.tc.TrustPAI {
+		if h := req.GetHeader("P-Asserted-Identity"); h != nil {
+			var u sip.Uri
+			v := strings.TrimSpace(h.Value())
+			if i := strings.IndexByte(v, '<'); i >= 0 {
+				if j := strings.IndexByte(v[i:], '>'); j > 0 {
+					v = v[i+1 : i+j]
+				}
+			}
+			if err := sip.ParseUri(v, &u); err == nil && u.User != "" {
+				return u.User
+			}
+		}
+	}
+	return req.From().Address.User
+}
+
+// sideAddr is our advertised sent-by on a side for a transport.
+func (b *B2BUA) sideAddr(cfg *Config, s *side, transport string) (string, int) {
+	sc := cfg.LAN
+	if s == b.wan {
+		sc = cfg.WAN
+	}
+	t := strings.ToLower(transport)
+	port := sc.Ports[t]
+	if port == 0 {
+		port = s.ep.Server.TransportLayer().GetListenPort(t)
+	}
+	if port == 0 {
+		port = s.ep.Server.TransportLayer().GetListenPort("udp")
+	}
+	return sc.Advertise, port
+}
+
+func (b *B2BUA) contact(cfg *Config, s *side, transport string) sip.Uri {
+	host, port := b.sideAddr(cfg, s, transport)
+	u := sip.Uri{Scheme: "sip", User: "esbc", Host: host, Port: port}
+	if t := strings.ToLower(transport); t != "udp" {
+		u.UriParams = sip.HeaderParams{{K: "transport", V: t}}
+	}
+	return u
+}
+
+// target is one place leg B's INVITE can go.
+type target struct {
+	loc     locate.Target
+	dest    string
+	timeout time.Duration // failover timeout; 0 = wait for the transaction
+}
+
+// setup runs the call set-up on the INVITE handler's goroutine: it sends
+// leg B's INVITE to each target in turn, relays provisional responses and
+// the final one, and waits for leg A's ACK of a 2xx.
+func (b *B2BUA) setup(c *Call, req *sip.Request, tx sip.ServerTransaction) {
+	start := time.Now()
+	tx.OnCancel(func(*sip.Request) { c.setupCancel(errCancelled) })
+
+	offer := req.Body()
+	if c.media != nil && len(offer) > 0 {
+		o, err := c.media.Offer(0, offer)
+		if err != nil {
+			b.failSetup(c, req, tx, err)
+			return
+		}
+		offer = o
+	}
+
+	var targets []target
+	if c.Direction == "outbound" {
+		ctx, cancel := context.WithTimeout(c.setupCtx, 5*time.Second)
+		ts, err := c.trunk.Targets(ctx)
+		cancel()
+		if err != nil || len(ts) == 0 {
+			b.failSetup(c, req, tx, fmt.Errorf("trunk %s targets: %w", c.Trunk, errors.Join(ErrNoTargets, err)))
+			return
+		}
+		to := c.tc.FailoverTimeout
+		if to <= 0 {
+			to = 2 * time.Second
+		}
+		for _, t := range ts {
+			targets = append(targets, target{loc: t, dest: t.Addr.String(), timeout: to})
+		}
+	} else {
+		targets = []target{{dest: c.B.Dialog.Destination}}
+	}
+
+	var res *sip.Response
+	var lastErr error
+	for i, t := range targets {
+		if c.setupCtx.Err() != nil {
+			break
+		}
+		var next bool
+		res, next, lastErr = b.inviteTarget(c, req, tx, t, offer, i == len(targets)-1)
+		if !next {
+			break
+		}
+		b.log.Info("failover to next target", zap.String("call", c.ID), zap.String("trunk", c.Trunk),
+			zap.String("target", t.dest), zap.Error(lastErr))
+	}
+
+	if res == nil || !res.IsSuccess() {
+		if res != nil {
+			b.failSetup(c, req, tx, &responseError{res: res})
+		} else if cause := context.Cause(c.setupCtx); cause != nil {
+			b.failSetup(c, req, tx, cause)
+		} else {
+			b.failSetup(c, req, tx, errors.Join(ErrNoTargets, lastErr))
+		}
+		return
+	}
+
+	// 2xx from leg B.
+	c.mu.Lock()
+	b.learnDialog(c.B, res)
+	answer := res.Body()
+	c.mu.Unlock()
+	if c.media != nil && len(answer) > 0 {
+		a, err := c.media.Answer(1, answer)
+		if err != nil {
+			b.log.Warn("answer from leg B not acceptable", zap.String("call", c.ID), zap.Error(err))
+			b.ackB(c)
+			b.sendBye(c, c.B)
+			b.failSetup(c, req, tx, err)
+			return
+		}
+		answer = a
+	} else if len(answer) == 0 {
+		answer = c.lastAnswerA
+	}
+	if cause := context.Cause(c.setupCtx); cause != nil {
+		// CANCEL or BYE crossed the 2xx: confirm leg B, then end it.
+		b.ackB(c)
+		if !errors.Is(cause, errRemoteBye) {
+			b.sendBye(c, c.B)
+		}
+		b.failSetup(c, req, tx, cause)
+		return
+	}
+
+	ok := b.answerA(c, req, tx, res, answer)
+	c.mu.Lock()
+	c.Answer = time.Now()
+	c.Code = res.StatusCode
+	c.mu.Unlock()
+	b.m.setup.WithLabelValues(c.Direction).Observe(time.Since(start).Seconds())
+	if !ok {
+		b.log.Info("no ACK from leg A", zap.String("call", c.ID))
+		b.ackB(c)
+		b.hangup(c, nil, "no ACK", 0)
+		return
+	}
+	b.ackB(c)
+	c.mu.Lock()
+	ended := c.state == StateEnded
+	if !ended {
+		c.state = StateConfirmed
+		b.startTimers(c)
+	}
+	c.mu.Unlock()
+	b.log.Debug("call confirmed", zap.String("call", c.ID), zap.String("trunk", c.Trunk))
+}
+
+// inviteTarget sends leg B's INVITE to one target. next reports that the
+// next target should be tried (no response in time, transport error, 503).
+func (b *B2BUA) inviteTarget(c *Call, areq *sip.Request, atx sip.ServerTransaction, t target, body []byte, last bool) (res *sip.Response, next bool, err error) {
+	c.mu.Lock()
+	d := &c.B.Dialog
+	if t.dest != "" {
+		d.Destination = t.dest
+	}
+	c.B.Target = t.loc
+	d.RemoteTag = ""
+	req := d.newRequest(sip.INVITE, 0)
+	c.bInviteSeq = d.LocalCSeq
+	c.mu.Unlock()
+	b.buildInvite(c, areq, req, body)
+
+	cli := c.B.side.ep.Client
+	authTries := 0
+	send := func() (sip.ClientTransaction, error) {
+		return cli.TransactionRequest(context.Background(), req, sipgo.ClientRequestBuild)
+	}
+	tx, err := send()
+	if err != nil {
+		b.markDown(c, t, "transport: "+err.Error())
+		return nil, true, err
+	}
+	c.mu.Lock()
+	c.bTx = tx
+	c.mu.Unlock()
+
+	var failover <-chan time.Time
+	if t.timeout > 0 {
+		tm := time.NewTimer(t.timeout)
+		defer tm.Stop()
+		failover = tm.C
+	}
+	gotResponse := false
+	provisional := false
+	cancelled := false
+	setupDone := c.setupCtx.Done()
+	var cancelDeadline <-chan time.Time
+	for {
+		select {
+		case r := <-tx.Responses():
+			gotResponse = true
+			failover = nil
+			if r.IsProvisional() {
+				if r.StatusCode == 100 {
+					continue
+				}
+				provisional = true
+				if cancelled {
+					continue
+				}
+				b.relayProvisional(c, areq, atx, r)
+				continue
+			}
+			if r.IsSuccess() {
+				b.markUp(c, t)
+				return r, false, nil
+			}
+			if (r.StatusCode == 401 || r.StatusCode == 407) && authTries < 2 && !cancelled {
+				authTries++
+				if err := c.trunk.Authorize(req, r); err != nil {
+					b.log.Warn("digest challenge not answered", zap.String("trunk", c.Trunk), zap.Error(err))
+					return r, false, nil
+				}
+				tx.Terminate()
+				c.mu.Lock()
+				req.RemoveHeader("Via")
+				req.PrependHeader(d.via())
+				d.LocalCSeq++
+				req.CSeq().SeqNo = d.LocalCSeq
+				c.bInviteSeq = d.LocalCSeq
+				c.mu.Unlock()
+				ntx, err := send()
+				if err != nil {
+					return nil, !last, err
+				}
+				tx = ntx
+				c.mu.Lock()
+				c.bTx = tx
+				c.mu.Unlock()
+				continue
+			}
+			if r.StatusCode == 503 && !provisional && !cancelled {
+				b.markDown(c, t, "503")
+				if !last {
+					return r, true, fmt.Errorf("target answered 503")
+				}
+			}
+			b.markUp(c, t)
+			return r, false, nil
+		case <-failover:
+			// No response at all from this target in failover_timeout.
+			tx.Terminate()
+			b.markDown(c, t, "timeout")
+			return nil, !last, fmt.Errorf("no response from %s within %s", t.dest, t.timeout)
+		case <-tx.Done():
+			err := tx.Err()
+			if !gotResponse {
+				b.markDown(c, t, "transport: "+errString(err))
+				return nil, !last && c.setupCtx.Err() == nil, err
+			}
+			return nil, false, err
+		case <-setupDone:
+			setupDone = nil
+			cancelled = true
+			failover = nil
+			cancelDeadline = time.After(64 * sip.T1)
+			if provisional || gotResponse {
+				b.sendCancel(c, req)
+			} else {
+				// RFC 3261 §9.1: no CANCEL before a provisional; wait for one.
+				failover = time.After(t.timeout + time.Second)
+			}
+		case <-cancelDeadline:
+			tx.Terminate()
+			return nil, false, context.Cause(c.setupCtx)
+		}
+		if cancelled && provisional && !gotResponse {
+			b.sendCancel(c, req)
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "terminated"
+	}
+	return err.Error()
+}
+
+func (b *B2BUA) markDown(c *Call, t target, reason string) {
+	if b.deps.Health != nil && t.loc.Addr.IsValid() {
+		b.deps.Health.MarkDown(c.Trunk, t.loc, reason)
+	}
+}
+
+func (b *B2BUA) markUp(c *Call, t target) {
+	if b.deps.Health != nil && t.loc.Addr.IsValid() {
+		b.deps.Health.MarkUp(c.Trunk, t.loc)
+	}
+}
+
+// sendCancel cancels leg B's pending INVITE (RFC 3261 §9.1).
+func (b *B2BUA) sendCancel(c *Call, inv *sip.Request) {
+	cancel := sip.NewRequest(sip.CANCEL, inv.Recipient)
+	cancel.AppendHeader(sip.HeaderClone(inv.Via()))
+	cancel.AppendHeader(sip.HeaderClone(inv.From()))
+	cancel.AppendHeader(sip.HeaderClone(inv.To()))
+	cancel.AppendHeader(sip.HeaderClone(inv.CallID()))
+	cancel.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+	mf := sip.MaxForwardsHeader(70)
+	cancel.AppendHeader(&mf)
+	sip.CopyHeaders("Route", inv, cancel)
+	cancel.SetTransport(inv.Transport())
+	cancel.SetDestination(inv.Destination())
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		ctx, done := context.WithTimeout(context.Background(), 32*sip.T1)
+		defer done()
+		res, err := c.B.side.ep.Client.Do(ctx, cancel, sipgo.ClientRequestBuild)
+		if err != nil || res.StatusCode != 200 {
+			b.log.Debug("CANCEL not confirmed", zap.String("call", c.ID), zap.Error(err))
+		}
+	}()
+}
+
+// buildInvite fills leg B's INVITE: body, identity, allowed headers.
+func (b *B2BUA) buildInvite(c *Call, areq, req *sip.Request, body []byte) {
+	cfg := c.cfg
+	if len(body) > 0 {
+		ct := areq.GetHeader("Content-Type")
+		v := "application/sdp"
+		if ct != nil {
+			v = ct.Value()
+		}
+		req.AppendHeader(sip.NewHeader("Content-Type", v))
+	}
+	req.SetBody(body)
+	req.AppendHeader(sip.NewHeader("Allow", allowMethods))
+	copyHeaders(areq, req, cfg, "Supported", "Session-Expires", "Min-SE", "Privacy")
+	if c.Direction == "outbound" {
+		caller := c.tc.CallerID
+		if slices.Contains(c.tc.AllowedCallerIDs, c.From) || (cfg.PBXTrusted && slices.Contains(c.tc.AllowedCallerIDs, paiUser(areq))) {
+			caller = c.From
+			if p := paiUser(areq); cfg.PBXTrusted && p != "" && slices.Contains(c.tc.AllowedCallerIDs, p) {
+				caller = p
+			}
+		}
+		if caller != "" {
+			req.AppendHeader(sip.NewHeader("P-Asserted-Identity", "<sip:"+caller+"@"+c.tc.Domain+">"))
+		}
+	}
+	b.decorate(req)
+}
+
+func paiUser(req *sip.Request) string {
+	h := req.GetHeader("P-Asserted-Identity")
+	if h == nil {
+		return ""
+	}
+	v := h.Value()
+	if i := strings.IndexByte(v, '<'); i >= 0 {
+		if j := strings.IndexByte(v[i:], '>'); j > 0 {
+			v = v[i+1 : i+j]
+		}
+	}
+	var u sip.Uri
+	if err := sip.ParseUri(strings.TrimSpace(v), &u); err != nil {
+		return ""
+	}
+	return u.User
+}
+
+// copyHeaders copies the named headers and the configured extra ones.
+func copyHeaders(in, out *sip.Request, cfg *Config, names ...string) {
+	for _, n := range append(names, cfg.AllowHeaders...) {
+		for _, h := range in.GetHeaders(n) {
+			if validValue(h.Value()) {
+				out.AppendHeader(sip.NewHeader(h.Name(), h.Value()))
+			}
+		}
+	}
+}
+
+// validValue rejects CR, LF and NUL in a header value esbc writes.
+func validValue(v string) bool {
+	return !strings.ContainsAny(v, "\r\n\x00")
+}
+
+// learnDialog completes leg B's dialog from a response with a To tag.
+func (b *B2BUA) learnDialog(l *Leg, res *sip.Response) {
+	d := &l.Dialog
+	if tag, ok := res.To().Params.Get("tag"); ok {
+		d.RemoteTag = tag
+	}
+	if ct := res.Contact(); ct != nil {
+		d.RemoteTarget = *ct.Address.Clone()
+	}
+	rr := res.GetHeaders("Record-Route")
+	if len(rr) > 0 {
+		d.RouteSet = d.RouteSet[:0]
+		for i := len(rr) - 1; i >= 0; i-- {
+			d.RouteSet = append(d.RouteSet, rr[i].Value())
+		}
+	}
+}
+
+// relayProvisional forwards 180/183 (with early-media SDP) to leg A.
+func (b *B2BUA) relayProvisional(c *Call, areq *sip.Request, atx sip.ServerTransaction, r *sip.Response) {
+	body := r.Body()
+	c.mu.Lock()
+	if _, ok := r.To().Params.Get("tag"); ok {
+		b.learnDialog(c.B, r)
+		if c.state < StateEarly {
+			c.state = StateEarly
+		}
+	}
+	c.mu.Unlock()
+	if len(body) > 0 {
+		if c.media != nil {
+			a, err := c.media.Answer(1, body)
+			if err != nil {
+				b.log.Info("early media SDP not acceptable, relayed without it", zap.String("call", c.ID), zap.Error(err))
+				body = nil
+			} else {
+				body = a
+			}
+		}
+		c.mu.Lock()
+		c.lastAnswerA = body
+		c.mu.Unlock()
+	}
+	res := b.responseToA(c, areq, r.StatusCode, r.Reason, body)
+	if err := atx.Respond(res); err != nil {
+		b.log.Debug("relay provisional failed", zap.String("call", c.ID), zap.Error(err))
+	}
+}
+
+// responseToA builds a response on leg A's dialog.
+func (b *B2BUA) responseToA(c *Call, areq *sip.Request, code int, reason string, body []byte) *sip.Response {
+	res := sip.NewResponseFromRequest(areq, code, reason, nil)
+	if to := res.To(); to != nil {
+		to.Params.Add("tag", c.A.Dialog.LocalTag)
+	}
+	if code > 100 && code < 300 {
+		res.AppendHeader(&sip.ContactHeader{Address: *c.A.Dialog.Contact.Clone()})
+	}
+	if len(body) > 0 {
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res.SetBody(body)
+	}
+	b.decorate(res)
+	return res
+}
+
+// answerA sends the 2xx to leg A and waits for its ACK (retransmitting the
+// 2xx over UDP, RFC 3261 §13.3.1.4). It reports whether the ACK came.
+func (b *B2BUA) answerA(c *Call, areq *sip.Request, atx sip.ServerTransaction, bres *sip.Response, body []byte) bool {
+	res := b.responseToA(c, areq, bres.StatusCode, bres.Reason, body)
+	res.AppendHeader(sip.NewHeader("Allow", allowMethods))
+	for _, n := range []string{"Session-Expires", "Require", "Supported"} {
+		for _, h := range bres.GetHeaders(n) {
+			if validValue(h.Value()) {
+				res.AppendHeader(sip.NewHeader(h.Name(), h.Value()))
+			}
+		}
+	}
+	c.mu.Lock()
+	if c.state < StateAnswered {
+		c.state = StateAnswered
+	}
+	c.mu.Unlock()
+	if err := atx.Respond(res); err != nil {
+		b.log.Debug("2xx to leg A failed", zap.String("call", c.ID), zap.Error(err))
+		return false
+	}
+	reliable := c.A.Dialog.Transport != "UDP"
+	interval := sip.T1
+	var retrans <-chan time.Time
+	var rt *time.Timer
+	if !reliable {
+		rt = time.NewTimer(interval)
+		defer rt.Stop()
+		retrans = rt.C
+	}
+	deadline := time.NewTimer(64 * sip.T1)
+	defer deadline.Stop()
+	for {
+		select {
+		case <-c.ackCh:
+			return true
+		case <-retrans:
+			_ = atx.Respond(res)
+			interval = min(2*interval, sip.T2)
+			rt.Reset(interval)
+		case <-deadline.C:
+			return false
+		case <-c.setupCtx.Done():
+			// BYE from either side before the ACK: hangup does the rest.
+			return true
+		}
+	}
+}
+
+// ackB acknowledges leg B's 2xx once (and again on each retransmission).
+func (b *B2BUA) ackB(c *Call) {
+	c.mu.Lock()
+	if c.bAck != nil {
+		c.mu.Unlock()
+		return
+	}
+	ack := c.B.Dialog.newRequest(sip.ACK, c.bInviteSeq)
+	c.bAck = ack
+	tx := c.bTx
+	c.mu.Unlock()
+	cli := c.B.side.ep.Client
+	tmpl := ack.Clone()
+	if tx != nil {
+		tx.OnRetransmission(func(r *sip.Response) {
+			if r.IsSuccess() {
+				_ = cli.WriteRequest(tmpl.Clone(), sipgo.ClientRequestBuild)
+			}
+		})
+	}
+	if err := cli.WriteRequest(ack, sipgo.ClientRequestBuild); err != nil {
+		b.log.Info("ACK to leg B failed", zap.String("call", c.ID), zap.Error(err))
+	}
+}
+
+// failSetup ends a call that was not answered: the final response to leg A
+// and the bookkeeping.
+func (b *B2BUA) failSetup(c *Call, areq *sip.Request, atx sip.ServerTransaction, err error) {
+	code, reason := Status(err)
+	var re *responseError
+	var hdrs []sip.Header
+	if errors.As(err, &re) {
+		code, reason = MapResponse(re.res.StatusCode), re.res.Reason
+		if code != re.res.StatusCode {
+			reason = ""
+		}
+		for _, n := range []string{"Retry-After", "Warning", "Reason"} {
+			if h := re.res.GetHeader(n); h != nil && validValue(h.Value()) {
+				hdrs = append(hdrs, sip.NewHeader(n, h.Value()))
+			}
+		}
+	}
+	if reason == "" {
+		reason = statusText(code)
+	}
+	cancelled := errors.Is(err, errCancelled)
+	if !cancelled {
+		res := b.responseToA(c, areq, code, reason, nil)
+		for _, h := range hdrs {
+			res.AppendHeader(h)
+		}
+		if err := atx.Respond(res); err != nil {
+			b.log.Debug("final response to leg A failed", zap.String("call", c.ID), zap.Error(err))
+		}
+	} else {
+		code = 487
+	}
+	c.mu.Lock()
+	if c.Code == 0 {
+		c.Code = code
+	}
+	c.Reason = err.Error()
+	c.mu.Unlock()
+	b.log.Info("call failed", zap.String("call", c.ID), zap.String("direction", c.Direction),
+		zap.String("trunk", c.Trunk), zap.String("to", c.To), zap.Int("code", code), zap.Error(err))
+	b.finish(c, resultFor(code, cancelled))
+}
+
+// hangup ends a call from one leg (nil: esbc itself): BYE on the other
+// leg(s), then the bookkeeping. During set-up it only cancels the set-up.
+func (b *B2BUA) hangup(c *Call, from *Leg, reason string, _ int) {
+	c.mu.Lock()
+	if c.state == StateEnded {
+		c.mu.Unlock()
+		return
+	}
+	if c.state < StateAnswered {
+		c.mu.Unlock()
+		cause := errShutdown
+		if from == c.B {
+			cause = errRemoteBye
+		} else if from == c.A {
+			cause = errCancelled
+		}
+		c.setupCancel(cause)
+		return
+	}
+	c.state = StateEnded
+	c.Reason = reason
+	c.mu.Unlock()
+	c.setupCancel(errShutdown)
+	if from != c.B {
+		b.ackB(c)
+		b.sendBye(c, c.B)
+	}
+	if from != c.A {
+		b.sendBye(c, c.A)
+	}
+	b.log.Info("call ended", zap.String("call", c.ID), zap.String("trunk", c.Trunk), zap.String("reason", reason))
+	b.finish(c, "answered")
+}
+
+// hangupAsync ends a call from a timer or the media watchdog.
+func (b *B2BUA) hangupAsync(c *Call, reason string) {
+	if b.closed.Load() {
+		return
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.hangup(c, nil, reason, 0)
+	}()
+}
+
+// sendBye ends one leg's dialog. A leg whose server is gone is closed locally.
+func (b *B2BUA) sendBye(c *Call, l *Leg) {
+	c.mu.Lock()
+	if l.Dialog.RemoteTag == "" {
+		c.mu.Unlock()
+		return
+	}
+	req := l.Dialog.newRequest(sip.BYE, 0)
+	c.mu.Unlock()
+	b.decorate(req)
+	timeout := 32 * sip.T1
+	if c.tc.FailoverTimeout > 0 && l.Side == "wan" {
+		timeout = 2 * c.tc.FailoverTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	res, err := b.doRequest(ctx, c, l, req)
+	if err != nil {
+		b.log.Info("BYE not answered, leg closed locally", zap.String("call", c.ID), zap.String("side", l.Side), zap.Error(err))
+		return
+	}
+	if res.StatusCode >= 300 {
+		b.log.Debug("BYE refused", zap.String("call", c.ID), zap.Int("code", res.StatusCode))
+	}
+}
+
+// doRequest sends an in-dialog request on leg l and returns its final
+// response, answering one digest challenge from a trunk.
+func (b *B2BUA) doRequest(ctx context.Context, c *Call, l *Leg, req *sip.Request) (*sip.Response, error) {
+	cli := l.side.ep.Client
+	for try := 0; ; try++ {
+		res, err := cli.Do(ctx, req, sipgo.ClientRequestBuild)
+		if err != nil {
+			return nil, err
+		}
+		if (res.StatusCode == 401 || res.StatusCode == 407) && try < 2 && l.Side == "wan" && c.trunk != nil {
+			if err := c.trunk.Authorize(req, res); err != nil {
+				return res, nil
+			}
+			c.mu.Lock()
+			req.RemoveHeader("Via")
+			req.PrependHeader(l.Dialog.via())
+			l.Dialog.LocalCSeq++
+			req.CSeq().SeqNo = l.Dialog.LocalCSeq
+			c.mu.Unlock()
+			continue
+		}
+		return res, nil
+	}
+}
+
+// finish releases what the call holds, once.
+func (b *B2BUA) finish(c *Call, result string) {
+	c.mu.Lock()
+	c.state = StateEnded
+	if !c.End.IsZero() {
+		c.mu.Unlock()
+		return
+	}
+	c.End = time.Now()
+	for _, t := range c.timers {
+		t.Stop()
+	}
+	acquired := c.acquired
+	c.acquired = false
+	ms := c.media
+	c.mu.Unlock()
+	c.setupCancel(errShutdown)
+	c.ackOnce.Do(func() { close(c.ackCh) })
+	var stats *mediaStats
+	if ms != nil {
+		st := ms.Stats()
+		stats = &mediaStats{st: st}
+		_ = ms.Close()
+	}
+	if acquired {
+		c.trunk.Release()
+	}
+	b.removeCall(c)
+	dur := 0.0
+	if !c.Answer.IsZero() {
+		dur = c.End.Sub(c.Answer).Seconds()
+	}
+	b.m.done(c.Direction, c.Trunk, result, dur)
+	b.writeCDR(c, result, stats)
+}
+
+// startTimers arms the max-duration timer. c.mu is held.
+func (b *B2BUA) startTimers(c *Call) {
+	maxd := c.cfg.MaxDuration
+	if c.tc.MaxDuration > 0 && (maxd == 0 || c.tc.MaxDuration < maxd) {
+		maxd = c.tc.MaxDuration
+	}
+	if maxd > 0 {
+		c.timers = append(c.timers, time.AfterFunc(maxd, func() { b.hangupAsync(c, "max duration") }))
+	}
+}
+
+func randUint16() uint16 {
+	v := randHex(2)
+	n, _ := strconv.ParseUint(v, 16, 16)
+	return uint16(n&0x7fff) + 1
+}

@@ -1,0 +1,156 @@
+package b2bua
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/esbc/esbc/b2bua/locate"
+	"github.com/esbc/esbc/media"
+)
+
+// Config is the B2BUA configuration, built by app from the config
+// Snapshot. It is immutable once handed to New or SetConfig: a call keeps
+// the *Config it started with.
+type Config struct {
+	LAN Side
+	WAN Side
+	// PBX is where inbound calls go ("sip:10.0.0.10:5060;transport=udp").
+	PBX string
+	// PBXTrusted: the PBX's identity headers are believed.
+	PBXTrusted bool
+	Trunks     map[string]TrunkConfig
+	// Router is the dial plan (route.Table satisfies it through RouterFuncs).
+	Router Router
+	// ServerHeader is the Server/User-Agent value on both sides ("" = none).
+	ServerHeader string
+	// AllowHeaders are extra header names copied between legs (besides the
+	// ones esbc always handles itself). Topology hiding still applies.
+	AllowHeaders []string
+	// SessionExpires (RFC 4028) offered toward a peer that supports timers;
+	// 0 disables esbc's own session timer.
+	SessionExpires time.Duration
+	MinSE          time.Duration
+	// MaxDuration ends a call after this long (0 = no limit); a trunk's
+	// MaxDuration overrides it when shorter.
+	MaxDuration time.Duration
+	// RetryAfter is sent with 503 while draining.
+	RetryAfter time.Duration
+	// LANMedia and WANMedia are the media legs' policies (the WAN one is
+	// replaced per trunk by TrunkConfig.Media when set).
+	LANMedia media.LegConfig
+	WANMedia media.LegConfig
+}
+
+// Side is one SIP side as the B2BUA addresses it.
+type Side struct {
+	// Advertise is the host put in Via and Contact on this side.
+	Advertise string
+	// Ports is the advertised listen port per transport ("udp","tcp","tls").
+	Ports map[string]int
+}
+
+// TrunkConfig is what a call needs to know of a trunk.
+type TrunkConfig struct {
+	Name      string
+	Domain    string // host of From/To/Request-URI toward the trunk
+	Transport string // udp | tcp | tls
+	FromUser  string // user part of From on calls toward the trunk
+	CallerID  string // default caller ID (E.164) when the PBX's is not allowed
+	// AllowedCallerIDs are PBX-asserted numbers that may pass as caller ID.
+	AllowedCallerIDs []string
+	TrustPAI         bool
+	ReferRelay       bool          // refer: relay (else 403)
+	FailoverTimeout  time.Duration // no response from a target in this time → next (default 2s)
+	MaxDuration      time.Duration
+	Media            media.LegConfig
+}
+
+// Route is the outcome of the dial plan for an outbound call.
+type Route struct {
+	Trunk     string
+	Number    string // dialled number as the trunk receives it (E.164)
+	Emergency bool
+}
+
+// Router is the dial plan.
+type Router interface {
+	Outbound(dialled string) (Route, error)
+	Inbound(user string) (extension string, err error)
+}
+
+// Sentinel errors of the dial plan the status mapping understands. A
+// Router may also return the errors of b2bua/route wrapped; ErrorFunc in
+// Deps maps foreign errors.
+var (
+	ErrNoRoute          = errors.New("no route")
+	ErrInvalidNumber    = errors.New("invalid number")
+	ErrEmergencyBlocked = errors.New("emergency number blocked")
+	ErrChannels         = errors.New("trunk channels exhausted")
+	ErrDraining         = errors.New("draining")
+	ErrNotTrunk         = errors.New("source is no trunk server")
+	ErrNoTargets        = errors.New("no trunk target answered")
+)
+
+// Trunk is the runtime of one trunk a call uses (b2bua/trunk.Trunk).
+type Trunk interface {
+	Name() string
+	Targets(ctx context.Context) ([]locate.Target, error)
+	Acquire() bool
+	Release()
+	Owns(addr netip.Addr) bool
+	Authorize(req *sip.Request, res *sip.Response) error
+}
+
+// Trunks finds trunk runtimes (b2bua/trunk.Set through an adapter).
+type Trunks interface {
+	Get(name string) (Trunk, bool)
+	ByAddr(addr netip.Addr) (Trunk, bool)
+}
+
+// Health is told when a target fails or answers (locate.Health).
+type Health interface {
+	MarkDown(trunk string, t locate.Target, reason string)
+	MarkUp(trunk string, t locate.Target)
+}
+
+// MediaEngine creates one media session per call (media.Engine through
+// MediaAdapter).
+type MediaEngine interface {
+	NewSession(id string, a, b media.LegConfig, onInactive func()) (MediaSession, error)
+}
+
+// MediaSession is the media of one call (media.Session).
+type MediaSession interface {
+	Offer(from int, body []byte) ([]byte, error)
+	Answer(from int, body []byte) ([]byte, error)
+	Stats() media.SessionStats
+	State() media.SessionState
+	Close() error
+}
+
+// Endpoint is one side's sipgo stack.
+type Endpoint struct {
+	Server *sipgo.Server
+	Client *sipgo.Client
+}
+
+// Deps are the long-lived collaborators of the B2BUA.
+type Deps struct {
+	Log    *zap.Logger
+	Reg    prometheus.Registerer
+	Trunks Trunks
+	Health Health      // nil: no health feedback
+	Media  MediaEngine // nil: SDP relayed unchanged (tests of signalling only)
+	// OnEnd receives every ended call once (CDR), on the goroutine that
+	// ended it: it must not block (b2bua/cdr.Writer.Write does not).
+	OnEnd func(CallInfo)
+	// AuthFailure is told about a WAN source that failed (acl.ReportAuthFailure).
+	AuthFailure func(addr netip.Addr)
+}

@@ -1,0 +1,200 @@
+package b2bua
+
+import (
+	"context"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/zap"
+)
+
+// onAck takes leg A's ACK of the 2xx; ACKs of relayed re-INVITEs end here
+// too (esbc ACKed the other leg itself).
+func (b *B2BUA) onAck(_ *side, req *sip.Request, _ sip.ServerTransaction) {
+	l := b.findLeg(req)
+	if l == nil {
+		return
+	}
+	c := l.call
+	if l == c.A {
+		c.mu.Lock()
+		isInvite := req.CSeq() != nil && req.CSeq().SeqNo == l.Dialog.RemoteCSeq
+		c.mu.Unlock()
+		if isInvite {
+			c.ackOnce.Do(func() { close(c.ackCh) })
+		}
+	}
+}
+
+// onBye ends the call from the leg the BYE came on.
+func (b *B2BUA) onBye(_ *side, req *sip.Request, tx sip.ServerTransaction) {
+	l := b.findLeg(req)
+	if l == nil {
+		b.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	c := l.call
+	c.mu.Lock()
+	if cs := req.CSeq(); cs != nil && cs.SeqNo > l.Dialog.RemoteCSeq {
+		l.Dialog.RemoteCSeq = cs.SeqNo
+	}
+	if l.Dialog.RemoteTag == "" {
+		if tag, ok := req.From().Params.Get("tag"); ok {
+			l.Dialog.RemoteTag = tag
+		}
+	}
+	c.mu.Unlock()
+	b.respond(req, tx, 200, "OK")
+	b.hangup(c, l, "bye from "+l.Side, 0)
+}
+
+// onInDialog relays a request inside a dialog (re-INVITE, UPDATE, INFO,
+// OPTIONS, REFER, NOTIFY, MESSAGE) to the other leg and its final response
+// back.
+func (b *B2BUA) onInDialog(_ *side, req *sip.Request, tx sip.ServerTransaction) {
+	l := b.findLeg(req)
+	if l == nil {
+		b.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	c := l.call
+	c.mu.Lock()
+	if c.state == StateEnded {
+		c.mu.Unlock()
+		b.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		return
+	}
+	cs := req.CSeq()
+	if cs == nil || cs.SeqNo <= l.Dialog.RemoteCSeq && l.Dialog.RemoteCSeq != 0 && !(req.Method == sip.PRACK) {
+		c.mu.Unlock()
+		b.respond(req, tx, 500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
+		return
+	}
+	l.Dialog.RemoteCSeq = cs.SeqNo
+	peer := c.B
+	if l == c.B {
+		peer = c.A
+	}
+	if peer.Dialog.RemoteTag == "" || c.state < StateAnswered && req.Method == sip.INVITE {
+		c.mu.Unlock()
+		b.respond(req, tx, 491, "Request Pending")
+		return
+	}
+	offer := req.Method == sip.INVITE || req.Method == sip.UPDATE
+	if req.Method == sip.INVITE {
+		if c.pending[l.idx] || c.pending[peer.idx] {
+			c.mu.Unlock()
+			b.respond(req, tx, 491, "Request Pending", sip.NewHeader("Retry-After", "1"))
+			return
+		}
+		c.pending[l.idx] = true
+		if ct := req.Contact(); ct != nil {
+			l.Dialog.RemoteTarget = *ct.Address.Clone()
+		}
+	}
+	if req.Method == sip.REFER && peer.Side == "wan" && !c.tc.ReferRelay {
+		c.mu.Unlock()
+		b.log.Info("REFER toward a trunk that takes none", zap.String("call", c.ID), zap.String("trunk", c.Trunk))
+		b.respond(req, tx, 403, "Forbidden")
+		return
+	}
+	out := peer.Dialog.newRequest(req.Method, 0)
+	seq := peer.Dialog.LocalCSeq
+	cfg := c.cfg
+	c.mu.Unlock()
+	if req.Method == sip.INVITE {
+		defer func() {
+			c.mu.Lock()
+			c.pending[l.idx] = false
+			c.mu.Unlock()
+		}()
+	}
+
+	body := req.Body()
+	if offer && len(body) > 0 && c.media != nil && isSDP(req) {
+		o, err := c.media.Offer(l.idx, body)
+		if err != nil {
+			code, reason := Status(err)
+			b.respond(req, tx, code, reason)
+			return
+		}
+		body = o
+	}
+	if len(body) > 0 {
+		ct := "application/sdp"
+		if h := req.GetHeader("Content-Type"); h != nil && validValue(h.Value()) {
+			ct = h.Value()
+		}
+		out.AppendHeader(sip.NewHeader("Content-Type", ct))
+	}
+	out.SetBody(body)
+	copyHeaders(req, out, cfg, "Event", "Subscription-State", "Refer-To", "Referred-By",
+		"Session-Expires", "Min-SE", "Supported", "Require", "Info-Package", "Accept", "Allow-Events", "RAck", "Privacy")
+	b.decorate(out)
+
+	timeout := 32 * sip.T1
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	res, err := b.doRequest(ctx, c, peer, out)
+	if err != nil {
+		b.log.Info("in-dialog request not answered", zap.String("call", c.ID), zap.String("method", string(req.Method)),
+			zap.String("side", peer.Side), zap.Error(err))
+		b.respond(req, tx, 408, "Request Timeout")
+		return
+	}
+	rbody := res.Body()
+	if res.IsSuccess() && offer && len(rbody) > 0 && c.media != nil {
+		a, err := c.media.Answer(peer.idx, rbody)
+		if err != nil {
+			b.log.Warn("in-dialog answer not acceptable", zap.String("call", c.ID), zap.Error(err))
+			rbody = nil
+		} else {
+			rbody = a
+		}
+	}
+	if req.Method == sip.INVITE && res.IsSuccess() {
+		c.mu.Lock()
+		if ct := res.Contact(); ct != nil {
+			peer.Dialog.RemoteTarget = *ct.Address.Clone()
+		}
+		ack := peer.Dialog.newRequest(sip.ACK, seq)
+		c.mu.Unlock()
+		if err := peer.side.ep.Client.WriteRequest(ack, sipgo.ClientRequestBuild); err != nil {
+			b.log.Info("ACK of re-INVITE failed", zap.String("call", c.ID), zap.Error(err))
+		}
+	}
+	code := res.StatusCode
+	if code == 401 || code == 407 {
+		code = 500 // a trunk challenge esbc could not answer is not the PBX's to answer
+	}
+	out2 := sip.NewResponseFromRequest(req, code, res.Reason, nil)
+	if len(rbody) > 0 {
+		ct := "application/sdp"
+		if h := res.GetHeader("Content-Type"); h != nil && validValue(h.Value()) {
+			ct = h.Value()
+		}
+		out2.AppendHeader(sip.NewHeader("Content-Type", ct))
+		out2.SetBody(rbody)
+	}
+	if req.Method == sip.INVITE || req.Method == sip.UPDATE {
+		if res.IsSuccess() {
+			out2.AppendHeader(&sip.ContactHeader{Address: *l.Dialog.Contact.Clone()})
+		}
+		for _, n := range []string{"Session-Expires", "Require"} {
+			for _, h := range res.GetHeaders(n) {
+				if validValue(h.Value()) {
+					out2.AppendHeader(sip.NewHeader(h.Name(), h.Value()))
+				}
+			}
+		}
+	}
+	b.decorate(out2)
+	if err := tx.Respond(out2); err != nil {
+		b.log.Debug("in-dialog response failed", zap.String("call", c.ID), zap.Error(err))
+	}
+}
+
+func isSDP(req *sip.Request) bool {
+	h := req.GetHeader("Content-Type")
+	return h == nil || h.Value() == "application/sdp"
+}

@@ -1,0 +1,60 @@
+package b2bua
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the B2BUA's Prometheus series (esbc_ prefix).
+type metrics struct {
+	calls     *prometheus.CounterVec // direction, trunk, result
+	active    prometheus.Gauge
+	setup     *prometheus.HistogramVec // direction
+	tollFraud prometheus.Counter
+	refused   *prometheus.CounterVec // side, reason
+	panics    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "esbc_calls_total", Help: "Calls ended, by direction, trunk and result.",
+		}, []string{"direction", "trunk", "result"}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "esbc_calls_active", Help: "Calls in progress.",
+		}),
+		setup: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "esbc_call_setup_seconds", Help: "Time from INVITE to 2xx.",
+			Buckets: []float64{0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30},
+		}, []string{"direction"}),
+		tollFraud: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "esbc_calls_unknown_source_total", Help: "INVITEs from WAN sources that are no trunk server (refused).",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "esbc_calls_refused_total", Help: "INVITEs refused before routing, by side and reason.",
+		}, []string{"side", "reason"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "esbc_b2bua_panics_total", Help: "Panics recovered in SIP handlers.",
+		}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.calls, m.active, m.setup, m.tollFraud, m.refused, m.panics} {
+			if err := reg.Register(c); err != nil {
+				var are prometheus.AlreadyRegisteredError
+				if !errors.As(err, &are) {
+					return nil, err
+				}
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) done(direction, trunk, result string, _ float64) {
+	m.calls.WithLabelValues(direction, trunk, result).Inc()
+}
+
+func (m *metrics) rejected(side, reason string) {
+	m.refused.WithLabelValues(side, reason).Inc()
+}

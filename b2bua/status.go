@@ -1,0 +1,140 @@
+package b2bua
+
+import (
+	"context"
+	"errors"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/esbc/esbc/media"
+)
+
+// ErrBadRequest is an INVITE without the headers a dialog needs.
+var ErrBadRequest = errors.New("bad request")
+
+// responseError carries a failure response from leg B.
+type responseError struct{ res *sip.Response }
+
+func (e *responseError) Error() string { return "leg B answered " + e.res.StartLine() }
+
+// errorMatchers lets foreign packages' sentinel errors (b2bua/route)
+// be mapped by name without b2bua importing them; see RegisterStatus.
+var extraStatus []struct {
+	err    error
+	code   int
+	reason string
+}
+
+// RegisterStatus maps a foreign sentinel error to a SIP status. It is
+// called at init time by the wiring code only.
+func RegisterStatus(err error, code int, reason string) {
+	extraStatus = append(extraStatus, struct {
+		err    error
+		code   int
+		reason string
+	}{err, code, reason})
+}
+
+// Status is the one place an error becomes a SIP status code and reason.
+func Status(err error) (int, string) {
+	var re *responseError
+	switch {
+	case err == nil:
+		return 200, "OK"
+	case errors.As(err, &re):
+		return MapResponse(re.res.StatusCode), re.res.Reason
+	case errors.Is(err, ErrBadRequest):
+		return 400, "Bad Request"
+	case errors.Is(err, ErrNoRoute):
+		return 404, "Not Found"
+	case errors.Is(err, ErrInvalidNumber):
+		return 484, "Address Incomplete"
+	case errors.Is(err, ErrEmergencyBlocked), errors.Is(err, ErrNotTrunk):
+		return 403, "Forbidden"
+	case errors.Is(err, ErrChannels), errors.Is(err, ErrDraining), errors.Is(err, media.ErrPortsExhausted),
+		errors.Is(err, errShutdown):
+		return 503, "Service Unavailable"
+	case errors.Is(err, media.ErrNotAcceptable):
+		return 488, "Not Acceptable Here"
+	case errors.Is(err, errCancelled):
+		return 487, "Request Terminated"
+	case errors.Is(err, errRemoteBye):
+		return 480, "Temporarily Unavailable"
+	case errors.Is(err, ErrNoTargets), errors.Is(err, sip.ErrTransactionTimeout), errors.Is(err, context.DeadlineExceeded):
+		return 408, "Request Timeout"
+	case errors.Is(err, sip.ErrTransactionTransport):
+		return 503, "Service Unavailable"
+	}
+	for _, e := range extraStatus {
+		if errors.Is(err, e.err) {
+			return e.code, e.reason
+		}
+	}
+	return 500, "Server Internal Error"
+}
+
+// MapResponse maps a failure status from one leg to the one sent on the
+// other: codes that only make sense hop by hop are not passed on.
+func MapResponse(code int) int {
+	switch {
+	case code == 401 || code == 407:
+		return 403 // the trunk's challenge was not met; not the PBX's to answer
+	case code == 408:
+		return 408
+	case code == 481 || code == 482 || code == 483:
+		return 500
+	case code == 503:
+		return 503
+	case code >= 300 && code < 400:
+		return 480 // redirects are not followed toward the other side
+	}
+	return code
+}
+
+// resultFor is the metric/CDR disposition of a final status.
+func resultFor(code int, cancelled bool) string {
+	switch {
+	case cancelled || code == 487:
+		return "cancelled"
+	case code >= 200 && code < 300:
+		return "answered"
+	case code == 486 || code == 600:
+		return "busy"
+	case code == 408 || code == 480:
+		return "no-answer"
+	case code == 403 || code == 404 || code == 484 || code == 488 || code == 405 || code == 400:
+		return "rejected"
+	}
+	return "failed"
+}
+
+func statusText(code int) string {
+	switch code {
+	case 400:
+		return "Bad Request"
+	case 403:
+		return "Forbidden"
+	case 404:
+		return "Not Found"
+	case 408:
+		return "Request Timeout"
+	case 480:
+		return "Temporarily Unavailable"
+	case 484:
+		return "Address Incomplete"
+	case 486:
+		return "Busy Here"
+	case 487:
+		return "Request Terminated"
+	case 488:
+		return "Not Acceptable Here"
+	case 500:
+		return "Server Internal Error"
+	case 503:
+		return "Service Unavailable"
+	}
+	if code >= 600 {
+		return "Global Failure"
+	}
+	return "Error"
+}
