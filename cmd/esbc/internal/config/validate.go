@@ -295,7 +295,9 @@ func (v validator) listens(key string, urls []string, seen map[string]string) []
 		if proto == "tls" {
 			proto = "tcp"
 		}
-		if prev, dup := seen[proto+" "+addr]; dup {
+		if _, port, _ := net.SplitHostPort(addr); port == "0" {
+			// ephemeral: never a clash
+		} else if prev, dup := seen[proto+" "+addr]; dup {
 			v.errs.add(k, "%s already used by %s", addr, prev)
 			continue
 		}
