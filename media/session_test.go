@@ -231,11 +231,11 @@ func TestNotAcceptable(t *testing.T) {
 	g729 := strings.Replace(string(offerSDP(30000, 0, "RTP/AVP")), " 0 8 101", " 18", 1)
 	t38 := "v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=image 30000 udptl t38\r\na=T38FaxVersion:0\r\n"
 	tests := []struct {
-		name  string
-		from  int
-		body  string
-		a, b  LegConfig
-		want  string
+		name string
+		from int
+		body string
+		a, b LegConfig
+		want string
 	}{
 		{"srtp mandatory without crypto", 1, string(offerSDP(30000, 0, "RTP/SAVP")), lanLeg, wanLeg, "no a=crypto"},
 		{"KDR", 1, string(offerSDP(30000, 0, "RTP/SAVP", kdr)), lanLeg, wanLeg, "key derivation rate"},
