@@ -384,7 +384,7 @@ func naptrTarget(n *dns.NAPTR, domain string) (string, bool) {
 	if n.Regexp == "" {
 		return "", false
 	}
-	s, err := parseSubst(n.Regexp)
+	s, err := parseSubst(unescapeString(n.Regexp))
 	if err != nil {
 		return "", false
 	}
@@ -398,6 +398,33 @@ func naptrTarget(n *dns.NAPTR, domain string) (string, bool) {
 	}
 	return out, true
 }
+
+// unescapeString turns miekg/dns's presentation form of a character-string
+// (\DDD and \X escapes) back into the octets that were on the wire.
+func unescapeString(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 >= len(s) {
+			b = append(b, s[i])
+			continue
+		}
+		if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+			if v := int(s[i+1]-'0')*100 + int(s[i+2]-'0')*10 + int(s[i+3]-'0'); v <= 255 {
+				b = append(b, byte(v))
+				i += 3
+				continue
+			}
+		}
+		b = append(b, s[i+1])
+		i++
+	}
+	return string(b)
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // orderNAPTR sorts by order, then preference (RFC 3403 §4.1).
 func orderNAPTR(recs []*dns.NAPTR) []*dns.NAPTR {
