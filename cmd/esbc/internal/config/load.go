@@ -37,11 +37,19 @@ func Load(path string) (*Snapshot, error) {
 // Parse decodes YAML data (from source, for messages) strictly,
 // validates it and compiles the snapshot.
 func Parse(data []byte, source string) (*Snapshot, error) {
-	cfg, err := decode(data)
-	if err != nil {
-		return nil, err
+	cfg, schemaErrs, ok := decode(data)
+	if !ok {
+		return nil, schemaErrs // unreadable YAML
 	}
-	return compile(cfg, source, false)
+	s, err := compile(cfg, source, false)
+	if len(schemaErrs) == 0 {
+		return s, err
+	}
+	var errs Errors
+	if err != nil {
+		errs, _ = err.(Errors)
+	}
+	return nil, append(schemaErrs, errs...).sorted()
 }
 
 // Embedded returns the built-in loopback configuration used when no file
@@ -64,36 +72,39 @@ func Embedded() *Snapshot {
 // decode reads YAML with a fresh viper, checks keys and types against the
 // schema (full key paths in errors), expands ${ENV} in strings and
 // decodes over the defaults.
-func decode(data []byte) (Config, error) {
+func decode(data []byte) (Config, Errors, bool) {
 	v := viper.New()
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
-		return Config{}, Errors{{Msg: fmt.Sprintf("yaml: %v", err)}}
+		return Config{}, Errors{{Msg: fmt.Sprintf("yaml: %v", err)}}, false
 	}
 	raw := v.AllSettings()
 	var errs Errors
 	walked := walk("", raw, reflect.TypeOf(Config{}), &errs)
-	if len(errs) > 0 {
-		return Config{}, errs.sorted()
-	}
+	// Keys with errors were left out of walked: decode and validate the
+	// rest too, so that one run reports every problem.
 	top, _ := walked.(map[string]any)
 	trunksRaw, _ := top["trunks"].([]any)
 	delete(top, "trunks")
 
 	cfg := Default()
 	if err := mapDecode(top, &cfg); err != nil {
-		return Config{}, Errors{{Msg: err.Error()}}
+		errs.add("", "%v", err)
 	}
 	cfg.Trunks = make([]Trunk, 0, len(trunksRaw))
-	for _, tr := range trunksRaw {
+	for i, tr := range trunksRaw {
 		t := DefaultTrunk()
 		if err := mapDecode(tr, &t); err != nil {
-			return Config{}, Errors{{Msg: err.Error()}}
+			errs.add(fmt.Sprintf("trunks[%d]", i), "%v", err)
 		}
 		cfg.Trunks = append(cfg.Trunks, t)
 	}
-	return cfg, nil
+	return cfg, errs, true
 }
+
+// invalid marks a value that failed the schema check; walk's callers
+// leave it out so that decoding keeps the default.
+type invalid struct{}
 
 func mapDecode(in any, out any) error {
 	d, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
@@ -130,6 +141,7 @@ func walk(path string, raw any, t reflect.Type, errs *Errors) any {
 		case string:
 			if _, err := time.ParseDuration(x); err != nil {
 				errs.add(path, "invalid duration %q (use Go syntax such as 30s)", x)
+				return invalid{}
 			}
 			return x
 		case int:
@@ -138,14 +150,14 @@ func walk(path string, raw any, t reflect.Type, errs *Errors) any {
 			}
 		}
 		errs.add(path, "want a duration such as 30s, got %v", raw)
-		return raw
+		return invalid{}
 	}
 	switch t.Kind() {
 	case reflect.Struct:
 		m, ok := raw.(map[string]any)
 		if !ok {
 			errs.add(path, "want a mapping, got %s", kindName(raw))
-			return raw
+			return invalid{}
 		}
 		fields := map[string]reflect.StructField{}
 		for i := 0; i < t.NumField(); i++ {
@@ -159,18 +171,25 @@ func walk(path string, raw any, t reflect.Type, errs *Errors) any {
 				errs.add(join(path, k), "unknown key")
 				continue
 			}
-			out[k] = walk(join(path, k), v, f.Type, errs)
+			if w := walk(join(path, k), v, f.Type, errs); w != (invalid{}) {
+				out[k] = w
+			}
 		}
 		return out
 	case reflect.Slice:
 		l, ok := raw.([]any)
 		if !ok {
 			errs.add(path, "want a list, got %s", kindName(raw))
-			return raw
+			return invalid{}
 		}
 		out := make([]any, len(l))
+		bad := false
 		for i, v := range l {
 			out[i] = walk(fmt.Sprintf("%s[%d]", path, i), v, t.Elem(), errs)
+			bad = bad || out[i] == (invalid{})
+		}
+		if bad {
+			return invalid{}
 		}
 		return out
 	case reflect.String:
@@ -183,9 +202,11 @@ func walk(path string, raw any, t reflect.Type, errs *Errors) any {
 			return fmt.Sprint(x)
 		}
 		errs.add(path, "want a string, got %s", kindName(raw))
+		return invalid{}
 	case reflect.Bool:
 		if _, ok := raw.(bool); !ok {
 			errs.add(path, "want true or false, got %v", raw)
+			return invalid{}
 		}
 	case reflect.Int, reflect.Int64:
 		switch x := raw.(type) {
@@ -198,6 +219,7 @@ func walk(path string, raw any, t reflect.Type, errs *Errors) any {
 			}
 		}
 		errs.add(path, "want an integer, got %v", raw)
+		return invalid{}
 	}
 	return raw
 }

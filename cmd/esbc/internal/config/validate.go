@@ -551,7 +551,7 @@ func (v validator) trunk(i int, t *Trunk, index map[string]int) {
 		v.errs.add(k+".channels", "must be in 1..100000, got %d", t.Channels)
 	}
 	v.enum(k+".srtp", t.SRTP, "mandatory", "optional", "off")
-	if t.SRTP != "off" && t.Transport != "tls" && !t.AllowSDESInsecure {
+	if t.SRTP != "off" && (t.Transport == "tcp" || t.Transport == "udp") && !t.AllowSDESInsecure {
 		v.errs.add(k+".allow_sdes_insecure", "srtp %q over transport %q sends SDES keys in clear text: use tls or set allow_sdes_insecure: true", t.SRTP, t.Transport)
 	}
 	if len(t.Codecs) == 0 {
