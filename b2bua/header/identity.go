@@ -1,0 +1,426 @@
+package header
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// TrunkIdentity is what a trunk wants to see as the caller (trunks[i]).
+type TrunkIdentity struct {
+	Domain           string   // host of From (and of P-Asserted-Identity)
+	FromUser         string   // user of From: the trunk's SIP username
+	CallerID         string   // P-Asserted-Identity when the PBX's own number may not pass
+	AllowedCallerIDs []string // PBX-asserted numbers that may pass as caller ID
+	// TrustPAI: the trunk is in our trust domain (RFC 3325 Spec(T)): its
+	// P-Asserted-Identity is believed inbound, and outbound it keeps the
+	// PAI of a private call (with Privacy: id) instead of losing it.
+	TrustPAI bool
+	// FromDisplay, when set, is the display name of From toward the trunk;
+	// otherwise the PBX's display name passes (not on a private call).
+	FromDisplay string
+	// KeepFromUserOnPrivacy: on a private call From becomes
+	// "Anonymous" <sip:FromUser@Domain> instead of
+	// "Anonymous" <sip:anonymous@anonymous.invalid>, for trunks (Skype
+	// Connect style) that reject a call whose From user is not their
+	// username.
+	KeepFromUserOnPrivacy bool
+}
+
+const (
+	paiName     = "P-Asserted-Identity"
+	ppiName     = "P-Preferred-Identity"
+	rpidName    = "Remote-Party-ID"
+	privacyName = "Privacy"
+	maxDisplay  = 64
+)
+
+// identityHeaders are removed from every leg before esbc writes its own.
+var identityHeaders = []string{"p-asserted-identity", "p-preferred-identity", "remote-party-id", "privacy"}
+
+// party is one identity found in a request.
+type party struct {
+	number  string // user of a sip: URI or number of a tel: URI, decoded
+	display string
+}
+
+// privacyTokens are the RFC 3323 priv-values esbc passes on.
+var privacyTokens = []string{"user", "header", "session", "id", "critical"}
+
+// privacyOf reports whether in asks for privacy, and the RFC 3323 tokens
+// to send on: a Privacy header other than none, a Remote-Party-ID with
+// privacy=full|uri|name, or an anonymous From.
+func privacyOf(in *sip.Request) (bool, []string) {
+	asked := map[string]bool{}
+	for _, v := range values(in, "privacy") {
+		for _, tok := range strings.FieldsFunc(v, func(r rune) bool { return r == ';' || r == ',' || unicode.IsSpace(r) }) {
+			asked[strings.ToLower(tok)] = true
+		}
+	}
+	for _, v := range values(in, "remote-party-id") {
+		for _, e := range splitList(v) {
+			var u sip.Uri
+			p := sip.NewParams()
+			if _, err := sip.ParseAddressValue(e, &u, &p); err != nil {
+				continue
+			}
+			if pv, ok := p.Get("privacy"); ok {
+				switch strings.ToLower(pv) {
+				case "full", "uri", "name":
+					asked["id"] = true
+				}
+			}
+		}
+	}
+	if f := in.From(); f != nil && isAnonymous(f.Address, f.DisplayName) {
+		asked["id"] = true
+	}
+	delete(asked, "none")
+	var toks []string
+	for _, t := range privacyTokens {
+		if asked[t] {
+			toks = append(toks, t)
+		}
+	}
+	if len(toks) == 0 {
+		return false, nil
+	}
+	if !asked["id"] {
+		// user/header/session privacy all hide who calls: assert nothing.
+		toks = append([]string{"id"}, toks...)
+	}
+	return true, toks
+}
+
+func isAnonymous(u sip.Uri, display string) bool {
+	user := strings.ToLower(numberOf(u))
+	return user == "anonymous" || strings.EqualFold(u.Host, "anonymous.invalid") ||
+		(user == "" && strings.EqualFold(strings.TrimSpace(display), "anonymous"))
+}
+
+// numberOf returns the user of a sip:/sips: URI or the number of a tel:
+// URI, without parameters, percent-decoded.
+func numberOf(u sip.Uri) string {
+	var s string
+	switch strings.ToLower(u.Scheme) {
+	case "sip", "sips", "":
+		s = u.User
+	case "tel":
+		s = u.Raw()
+	default:
+		return ""
+	}
+	if i := strings.IndexAny(s, ";?"); i >= 0 {
+		s = s[:i]
+	}
+	if d, err := url.PathUnescape(s); err == nil {
+		s = d
+	}
+	return strings.TrimSpace(s)
+}
+
+// parties parses the entries of every header called lname. For
+// Remote-Party-ID only party=calling (or no party) entries count.
+func parties(in *sip.Request, lname string) []party {
+	var out []party
+	for _, v := range values(in, lname) {
+		for _, e := range splitList(v) {
+			var u sip.Uri
+			p := sip.NewParams()
+			d, err := sip.ParseAddressValue(e, &u, &p)
+			if err != nil {
+				continue
+			}
+			if lname == "remote-party-id" {
+				if pv, ok := p.Get("party"); ok && !strings.EqualFold(pv, "calling") {
+					continue
+				}
+			}
+			if n := numberOf(u); n != "" {
+				out = append(out, party{number: n, display: d})
+			}
+		}
+	}
+	return out
+}
+
+// cleanDisplay makes a display name safe to put between quotes: no quotes,
+// backslashes or controls, valid UTF-8, at most maxDisplay characters.
+func cleanDisplay(s string) string {
+	s = strings.ToValidUTF8(s, "")
+	s = strings.Map(func(r rune) rune {
+		if r == '"' || r == '\\' || unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	if utf8.RuneCountInString(s) > maxDisplay {
+		s = string([]rune(s)[:maxDisplay])
+	}
+	return s
+}
+
+// validUser accepts what may stand unescaped in the user part of a SIP URI
+// (RFC 3261 §25.1).
+func validUser(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("-_.!~*'()&=+$,;?/", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func validHost(s string) bool {
+	if s == "" || len(s) > 255 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '.', c == ':', c == '[', c == ']':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func isPhone(s string) bool {
+	if strings.HasPrefix(s, "+") {
+		s = s[1:]
+	}
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func anonymousURI() sip.Uri {
+	return sip.Uri{Scheme: "sip", User: "anonymous", Host: "anonymous.invalid"}
+}
+
+// identityURI is sip:user@host, with user=phone for a phone number.
+func identityURI(scheme, user, host string) sip.Uri {
+	u := sip.Uri{Scheme: scheme, User: user, Host: host}
+	if isPhone(user) {
+		u.UriParams = sip.NewParams()
+		u.UriParams.Add("user", "phone")
+	}
+	return u
+}
+
+// nameAddr renders "display" <uri>.
+func nameAddr(display string, u sip.Uri) string {
+	h := sip.FromHeader{DisplayName: display, Address: u}
+	return h.Value()
+}
+
+func schemeOf(f *sip.FromHeader) string {
+	if strings.EqualFold(f.Address.Scheme, "sips") {
+		return "sips"
+	}
+	return "sip"
+}
+
+// ToTrunk writes the caller identity of out, the request toward a trunk,
+// from the PBX's request in (RFC 3325, RFC 3323, SPEC §1):
+//   - From: user = FromUser, host = Domain, the dialog layer's tag kept;
+//   - P-Asserted-Identity: the PBX's own asserted number (PAI, then
+//     Remote-Party-ID party=calling, then P-Preferred-Identity, then From)
+//     when pbxTrusted and it is in AllowedCallerIDs, else CallerID;
+//   - Privacy (a Privacy header, Remote-Party-ID privacy=, or an anonymous
+//     From): From becomes "Anonymous" <sip:anonymous@anonymous.invalid>,
+//     PAI is kept (with Privacy: id) only when the trunk is trusted (TrustPAI);
+//   - every identity header of in is ignored unless pbxTrusted, and none is
+//     copied: out gets only what ToTrunk writes.
+//
+// e164 normalises numbers (route.Table.E164); nil uses them verbatim.
+func ToTrunk(in, out *sip.Request, id TrunkIdentity, pbxTrusted bool, e164 func(string) (string, error)) error {
+	from := out.From()
+	if from == nil {
+		return errors.New("to trunk: out has no From header")
+	}
+	if !validHost(id.Domain) {
+		return fmt.Errorf("to trunk: domain %q: %w", id.Domain, ErrBadValue)
+	}
+	norm := func(s string) (string, bool) {
+		if e164 == nil {
+			return s, validUser(s)
+		}
+		e, err := e164(s)
+		return e, err == nil && validUser(e)
+	}
+	allowed := func(n string) bool {
+		for _, a := range id.AllowedCallerIDs {
+			if na, ok := norm(a); ok && na == n {
+				return true
+			}
+		}
+		return false
+	}
+	private, toks := privacyOf(in)
+
+	var asserted party
+	if pbxTrusted {
+		var cands []party
+		cands = append(cands, parties(in, "p-asserted-identity")...)
+		cands = append(cands, parties(in, "remote-party-id")...)
+		cands = append(cands, parties(in, "p-preferred-identity")...)
+		if f := in.From(); f != nil {
+			cands = append(cands, party{number: numberOf(f.Address), display: f.DisplayName})
+		}
+		for _, c := range cands {
+			if n, ok := norm(c.number); ok && allowed(n) {
+				asserted = party{number: n, display: c.display}
+				break
+			}
+		}
+	}
+	if asserted.number == "" && id.CallerID != "" {
+		n, ok := norm(id.CallerID)
+		if !ok {
+			if !validUser(id.CallerID) {
+				return fmt.Errorf("to trunk: caller id %q: %w", id.CallerID, ErrBadValue)
+			}
+			n = id.CallerID
+		}
+		asserted.number = n
+	}
+	display := id.FromDisplay
+	if display == "" {
+		if f := in.From(); f != nil {
+			display = f.DisplayName
+		}
+	}
+	display = cleanDisplay(display)
+
+	user := id.FromUser
+	if user == "" {
+		user = asserted.number
+	}
+	if !validUser(user) {
+		return fmt.Errorf("to trunk: from user %q: %w", user, ErrBadValue)
+	}
+	scheme := schemeOf(from)
+	switch {
+	case private && id.KeepFromUserOnPrivacy:
+		from.DisplayName = "Anonymous"
+		from.Address = sip.Uri{Scheme: scheme, User: user, Host: id.Domain}
+	case private:
+		from.DisplayName = "Anonymous"
+		from.Address = anonymousURI()
+	default:
+		from.DisplayName = display
+		from.Address = sip.Uri{Scheme: scheme, User: user, Host: id.Domain}
+	}
+
+	for _, n := range identityHeaders {
+		removeAll(out, n)
+	}
+	if asserted.number != "" && (!private || id.TrustPAI) {
+		d := ""
+		if !private {
+			d = display
+		}
+		v := nameAddr(d, identityURI(scheme, asserted.number, id.Domain))
+		if err := CheckValue(v); err != nil {
+			return fmt.Errorf("to trunk: %s: %w", paiName, err)
+		}
+		out.AppendHeader(sip.NewHeader(paiName, v))
+	}
+	if private {
+		out.AppendHeader(sip.NewHeader(privacyName, strings.Join(toks, ";")))
+	}
+	return CheckValue(from.Value())
+}
+
+// ToPBX writes the caller identity of out, the request toward the PBX on a
+// call from a trunk (in):
+//   - the caller is the trunk's P-Asserted-Identity (or Remote-Party-ID
+//     party=calling) when trustPAI, else the user of its From;
+//   - format turns the number into what the PBX wants (route.Table's
+//     CallerForPBX: E.164 or national); nil keeps it;
+//   - From: "display" <sip:caller@pbxDomain>, tag kept; and, when trustPAI,
+//     P-Asserted-Identity with the same name-addr;
+//   - a private call (Privacy, Remote-Party-ID privacy=, anonymous From) or
+//     a caller that is no valid SIP user: From "Anonymous"
+//     <sip:anonymous@anonymous.invalid>, no PAI, Privacy: id.
+func ToPBX(in, out *sip.Request, trustPAI bool, pbxDomain string, format func(string) string) error {
+	from := out.From()
+	if from == nil {
+		return errors.New("to pbx: out has no From header")
+	}
+	if !validHost(pbxDomain) {
+		return fmt.Errorf("to pbx: domain %q: %w", pbxDomain, ErrBadValue)
+	}
+	private, toks := privacyOf(in)
+
+	var caller party
+	if trustPAI {
+		if ps := parties(in, "p-asserted-identity"); len(ps) > 0 {
+			caller = ps[0]
+			for _, p := range ps { // prefer a phone number to a Skype name
+				if isPhone(p.number) {
+					caller = p
+					break
+				}
+			}
+		} else if ps := parties(in, "remote-party-id"); len(ps) > 0 {
+			caller = ps[0]
+		}
+	}
+	if caller.number == "" {
+		if f := in.From(); f != nil {
+			caller = party{number: numberOf(f.Address), display: f.DisplayName}
+			if caller.display == "" {
+				// A PAI display name is believed only from a trusted trunk.
+				caller.display = ""
+			}
+		}
+	}
+	if format != nil && caller.number != "" {
+		caller.number = format(caller.number)
+	}
+	if !validUser(caller.number) || strings.EqualFold(caller.number, "anonymous") {
+		private = true
+		if len(toks) == 0 {
+			toks = []string{"id"}
+		}
+	}
+
+	for _, n := range identityHeaders {
+		removeAll(out, n)
+	}
+	if private {
+		from.DisplayName = "Anonymous"
+		from.Address = anonymousURI()
+		out.AppendHeader(sip.NewHeader(privacyName, strings.Join(toks, ";")))
+		return CheckValue(from.Value())
+	}
+	display := cleanDisplay(caller.display)
+	from.DisplayName = display
+	from.Address = identityURI(schemeOf(from), caller.number, pbxDomain)
+	if trustPAI {
+		out.AppendHeader(sip.NewHeader(paiName, nameAddr(display, identityURI(schemeOf(from), caller.number, pbxDomain))))
+	}
+	return CheckValue(from.Value())
+}
