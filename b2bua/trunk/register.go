@@ -27,16 +27,18 @@ type RegState struct {
 	NAT         bool          `json:"nat"`                   // received/rport differ from the advertised Contact
 	PublicAddr  string        `json:"public_addr,omitempty"` // received:rport as the registrar saw it
 	Failures    int           `json:"failures"`              // consecutive failed attempts
+	RetryIn     time.Duration `json:"-"`                     // delay before the next attempt after a failure
 	LastError   string        `json:"last_error,omitempty"`
 }
 
-// MarshalJSON writes Expires in whole seconds.
+// MarshalJSON writes Expires in whole seconds and RetryIn in seconds.
 func (r RegState) MarshalJSON() ([]byte, error) {
 	type plain RegState
 	return json.Marshal(struct {
 		plain
-		ExpiresSeconds int64 `json:"expires_seconds"`
-	}{plain(r), int64(r.Expires / time.Second)})
+		ExpiresSeconds int64   `json:"expires_seconds"`
+		RetryInSeconds float64 `json:"retry_in_seconds,omitempty"`
+	}{plain(r), int64(r.Expires / time.Second), r.RetryIn.Seconds()})
 }
 
 // Registration returns the current registration state.
@@ -385,7 +387,10 @@ func (t *Trunk) regFailed(target locate.Target, err error, retry time.Duration) 
 	t.reg.State = StateFailed
 	t.reg.Failures++
 	t.reg.LastError = err.Error()
-	t.reg.Target = target.String()
+	if target.Addr.IsValid() {
+		t.reg.Target = target.String()
+	}
+	t.reg.RetryIn = retry
 	failures := t.reg.Failures
 	t.mu.Unlock()
 	t.m.setState(t.cfg.Name, StateFailed)
