@@ -388,13 +388,11 @@ func ToPBX(in, out *sip.Request, trustPAI bool, pbxDomain string, format func(st
 			caller = ps[0]
 		}
 	}
-	if caller.number == "" {
-		if f := in.From(); f != nil {
+	if f := in.From(); f != nil {
+		if caller.number == "" {
 			caller = party{number: numberOf(f.Address), display: f.DisplayName}
-			if caller.display == "" {
-				// A PAI display name is believed only from a trusted trunk.
-				caller.display = ""
-			}
+		} else if caller.display == "" {
+			caller.display = f.DisplayName // the asserted identity carried no name
 		}
 	}
 	if format != nil && caller.number != "" {
