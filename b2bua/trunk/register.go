@@ -182,11 +182,18 @@ func (t *Trunk) waitRegistered(ctx context.Context, serving locate.Target, refre
 // register sends one REGISTER (Expires = expires) to target, answering up
 // to two challenges and one 423, and returns the final 2xx.
 func (t *Trunk) register(ctx context.Context, target locate.Target, expires time.Duration) (*sip.Response, error) {
+	// A refresh of a live binding stays "registered" in the admin API and
+	// the metric; only a first or failed-over registration is "registering".
 	t.mu.Lock()
-	t.reg.State = StateRegistering
-	t.reg.Target = target.String()
+	refreshing := t.reg.State == StateRegistered && t.reg.Target == target.String() && time.Now().Before(t.reg.ExpiresAt)
+	if !refreshing {
+		t.reg.State = StateRegistering
+		t.reg.Target = target.String()
+	}
 	t.mu.Unlock()
-	t.m.setState(t.cfg.Name, StateRegistering)
+	if !refreshing {
+		t.m.setState(t.cfg.Name, StateRegistering)
+	}
 
 	challenges, tooBrief := 0, 0
 	fresh := false // the last request answered a challenge received in this attempt
