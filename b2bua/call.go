@@ -97,15 +97,13 @@ func (b *B2BUA) onInvite(s *side, req *sip.Request, tx sip.ServerTransaction) {
 		b.onInDialog(s, req, tx)
 		return
 	}
-	if b.draining.Load() {
-		b.m.rejected(s.name, "draining")
-		b.respond(req, tx, 503, "Service Unavailable", b.retryAfter())
-		return
+	var c *Call
+	err := ErrDraining
+	if !b.draining.Load() {
+		trying := sip.NewResponseFromRequest(req, 100, "Trying", nil)
+		_ = tx.Respond(trying)
+		c, err = b.newCall(s, req, tx)
 	}
-	trying := sip.NewResponseFromRequest(req, 100, "Trying", nil)
-	_ = tx.Respond(trying)
-
-	c, err := b.newCall(s, req, tx)
 	if err != nil {
 		code, reason := Status(err)
 		b.log.Info("call refused", zap.String("side", s.name), zap.String("ruri", req.Recipient.User),
@@ -115,6 +113,15 @@ func (b *B2BUA) onInvite(s *side, req *sip.Request, tx sip.ServerTransaction) {
 			dir = "inbound"
 		}
 		b.m.done(dir, "", resultFor(code, false), 0)
+		if b.deps.OnEnd != nil {
+			now := time.Now()
+			ci := CallInfo{ID: newCallID(), Direction: dir, To: req.Recipient.User, State: StateEnded.String(),
+				Start: now, End: now, Code: code, Disposition: resultFor(code, false), Reason: err.Error()}
+			if f := req.From(); f != nil {
+				ci.From = f.Address.User
+			}
+			b.deps.OnEnd(ci)
+		}
 		var hdrs []sip.Header
 		if code == 503 {
 			hdrs = append(hdrs, b.retryAfter())
@@ -386,7 +393,12 @@ func (b *B2BUA) setup(c *Call, req *sip.Request, tx sip.ServerTransaction) {
 			break
 		}
 		var next bool
-		res, next, lastErr = b.inviteTarget(c, req, tx, t, offer, i == len(targets)-1)
+		last := i == len(targets)-1
+		if last {
+			// Nothing to fail over to: wait for the transaction (Timer B).
+			t.timeout = 0
+		}
+		res, next, lastErr = b.inviteTarget(c, req, tx, t, offer, last)
 		if !next {
 			break
 		}
@@ -474,7 +486,15 @@ func (b *B2BUA) inviteTarget(c *Call, areq *sip.Request, atx sip.ServerTransacti
 	cli := c.B.side.ep.Client
 	authTries := 0
 	send := func() (sip.ClientTransaction, error) {
-		return cli.TransactionRequest(context.Background(), req, sipgo.ClientRequestBuild)
+		// The context bounds the connection set-up only (TCP/TLS to a dead
+		// server): sipgo does not keep it for the transaction.
+		d := t.timeout
+		if d <= 0 {
+			d = 32 * sip.T1
+		}
+		ctx, cancel := context.WithTimeout(c.setupCtx, d)
+		defer cancel()
+		return cli.TransactionRequest(ctx, req, sipgo.ClientRequestBuild)
 	}
 	tx, err := send()
 	if err != nil {

@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
 )
 
 func TestOutboundCallBasic(t *testing.T) {
@@ -39,5 +42,90 @@ func TestOutboundCallBasic(t *testing.T) {
 	}
 	if strings.Contains(headersOf(inv), pbxIP) {
 		t.Errorf("PBX address leaked")
+	}
+}
+
+func TestInboundCallByeFromPBX(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.inbound(ctx, "+14155550100")
+	if err != nil {
+		t.Fatalf("inbound call: %v", err)
+	}
+	inv := e.pbxUAS.lastInvite()
+	if inv == nil || inv.Recipient.User != "200" {
+		t.Fatalf("PBX INVITE %v", inv)
+	}
+	if got := inv.From().Address.User; got != "+442071234567" {
+		t.Errorf("caller at PBX %q", got)
+	}
+	if inv.CallID().Value() == s.InviteRequest.CallID().Value() {
+		t.Error("Call-ID of the trunk leg reused on the PBX leg")
+	}
+	// The PBX hangs up.
+	var sess interface{ Bye(context.Context) error }
+	select {
+	case sess = <-e.pbxUAS.sessions:
+	case <-ctx.Done():
+		t.Fatal("no PBX session")
+	}
+	if err := sess.Bye(ctx); err != nil {
+		t.Fatalf("BYE from PBX: %v", err)
+	}
+	select {
+	case <-s.Context().Done():
+	case <-ctx.Done():
+		t.Fatal("trunk leg not ended by BYE")
+	}
+	cdr := e.waitEnded(1)[0]
+	if cdr.Direction != "inbound" || cdr.Disposition != "answered" {
+		t.Errorf("CDR %+v", cdr)
+	}
+}
+
+func TestOutboundByeFromTrunk(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.outbound(ctx, "94155550123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess := <-e.trkUAS.sessions
+	if err := sess.Bye(ctx); err != nil {
+		t.Fatalf("BYE from trunk: %v", err)
+	}
+	select {
+	case <-s.Context().Done():
+	case <-ctx.Done():
+		t.Fatal("PBX leg not ended")
+	}
+	e.waitEnded(1)
+	if n := e.b.ActiveCalls(); n != 0 {
+		t.Errorf("%d calls left", n)
+	}
+}
+
+func TestInboundFromUnknownSourceRefused(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	// A UA on an address that is no trunk server calls the WAN side.
+	rogue := newStack(t, "127.0.0.66", "tls", e.srvTLS("127.0.0.66"), "rogue")
+	rogue.start()
+	defer rogue.close()
+	u := newUAC(rogue, "127.0.0.66", true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	uri := sip.Uri{Scheme: "sip", User: "+14155550100", Host: wanIP, Port: e.wan.port(), UriParams: sip.HeaderParams{{K: "transport", V: "tls"}}}
+	s, err := u.dcc.Invite(ctx, uri, sdpOffer("127.0.0.66", 50000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.WaitAnswer(ctx, sipgo.AnswerOptions{})
+	if code := statusOf(err); code != 403 {
+		t.Fatalf("rogue INVITE answered %d (%v), want 403", code, err)
+	}
+	if inv := e.pbxUAS.lastInvite(); inv != nil {
+		t.Fatal("rogue call reached the PBX")
 	}
 }

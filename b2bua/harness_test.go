@@ -103,6 +103,7 @@ type stack struct {
 	ln    net.Listener
 	pc    net.PacketConn
 	serve chan struct{}
+	uac   *uac // the caller on this stack, if any (it takes BYEs of its dialogs)
 }
 
 func newStack(t testing.TB, ip, network string, tlsConf *cryptotls.Config, name string) *stack {
@@ -137,7 +138,8 @@ func newStack(t testing.TB, ip, network string, tlsConf *cryptotls.Config, name 
 			t.Fatal(err)
 		}
 		s.ln, s.addr = ln, ln.Addr().String()
-		s.cli, err = sipgo.NewClient(ua, sipgo.WithClientHostname(ip))
+		// Connections to peers leave from ip (the trunk-source check).
+		s.cli, err = sipgo.NewClient(ua, sipgo.WithClientHostname(ip), sipgo.WithClientConnectionAddr(ip+":0"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -219,8 +221,11 @@ func newUAS(st *stack, contactHost string) *uas {
 		if u.authUser != "" && !u.checkAuth(req, tx) {
 			return
 		}
-		if u.onInvite != nil {
-			u.onInvite(u, req, tx)
+		u.mu.Lock()
+		script := u.onInvite
+		u.mu.Unlock()
+		if script != nil {
+			script(u, req, tx)
 			return
 		}
 		u.answer(req, tx, 0)
@@ -231,6 +236,11 @@ func newUAS(st *stack, contactHost string) *uas {
 	st.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
 		u.record(req, false)
 		u.byes <- req
+		if c := st.uac; c != nil {
+			if err := c.dcc.ReadBye(req, tx); err == nil {
+				return
+			}
+		}
 		if err := u.dsc.ReadBye(req, tx); err != nil {
 			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "No dialog", nil))
 		}
@@ -340,7 +350,9 @@ func newUAC(st *stack, contactHost string, tls bool) *uac {
 	if tls {
 		ct.Address.UriParams = sip.HeaderParams{{K: "transport", V: "tls"}}
 	}
-	return &uac{st: st, dcc: sipgo.NewDialogClientCache(st.cli, ct)}
+	u := &uac{st: st, dcc: sipgo.NewDialogClientCache(st.cli, ct)}
+	st.uac = u
+	return u
 }
 
 // sdpOffer is a minimal audio offer from host:port.
@@ -376,6 +388,7 @@ type env struct {
 	res     *locate.Resolver
 	ended   chan b2bua.CallInfo
 	cfg     *b2bua.Config
+	srvTLS  func(ip string) *cryptotls.Config
 }
 
 type envOpts struct {
@@ -417,6 +430,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	srvTLS := func(ip string) *cryptotls.Config {
 		return &cryptotls.Config{Certificates: []cryptotls.Certificate{ca.leaf(t, ip)}, RootCAs: ca.pool, MinVersion: cryptotls.VersionTLS12}
 	}
+	e.srvTLS = srvTLS
 	wanConf := srvTLS(wanIP)
 	wanConf.RootCAs = clientTLS.RootCAs
 	e.lan = newStack(t, lanIP, "udp", nil, "esbc")
@@ -585,4 +599,13 @@ func headersOf(req *sip.Request) string {
 		return s[:i]
 	}
 	return s
+}
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+// setScript replaces the INVITE script (safe while the stack serves).
+func (u *uas) setScript(f func(u *uas, req *sip.Request, tx sip.ServerTransaction)) {
+	u.mu.Lock()
+	u.onInvite = f
+	u.mu.Unlock()
 }

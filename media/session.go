@@ -141,12 +141,11 @@ var iceAttrs = []string{"candidate", "ice-ufrag", "ice-pwd", "ice-options", "rem
 // strip removes the attributes esbc owns or that would leak the other
 // leg's addresses (ICE candidates: topology hiding).
 func strip(m *sdp.Media) int {
-	at := m.RemoveAttr("crypto")
 	m.RemoveAttr("rtcp")
 	for _, a := range iceAttrs {
 		m.RemoveAttr(a)
 	}
-	return at
+	return m.RemoveAttr("crypto")
 }
 
 func keysFrom(c sdp.Crypto) (*keys, error) {
@@ -295,10 +294,12 @@ func (s *Session) Offer(from int, body []byte) ([]byte, error) {
 		pl.enabled = true
 		pl.remote, pl.remoteRTCP = mediaAddr(m)
 		pl.mux = m.RTCPMux()
+		if !pl.raw {
+			om.KeepFormats(keep)
+		}
 		at := strip(om)
 		om.Port = st.ep[y].port
 		if !pl.raw {
-			om.KeepFormats(keep)
 			if s.legs[y].SRTP == SRTPMandatory {
 				om.Proto = savp(m.Proto)
 			} else {
@@ -588,10 +589,6 @@ func (s *Session) Answer(from int, body []byte) ([]byte, error) {
 				xSend = k
 			}
 		}
-		at := strip(om)
-		om.RemoveAttr("rtcp-mux")
-		om.Port = st.ep[x].port
-		om.Proto = pl.proto
 		yCodec, yRate := mainCodec(am)
 		xCodec := yCodec
 		var xcToY, xcToX *xcode
@@ -611,6 +608,10 @@ func (s *Session) Answer(from int, body []byte) ([]byte, error) {
 			xcToY = &xcode{inPT: pl.xc.offerPT, outPT: pl.xc.answerPT, table: tY}
 			xcToX = &xcode{inPT: pl.xc.answerPT, outPT: pl.xc.offerPT, table: tX}
 		}
+		om.RemoveAttr("rtcp-mux")
+		at := strip(om)
+		om.Port = st.ep[x].port
+		om.Proto = pl.proto
 		if xSend != nil {
 			om.AddAttrs(at, "crypto", cryptoOf(pl.recvTag, xSend))
 		}
