@@ -1,0 +1,233 @@
+package b2bua_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v3"
+
+	"github.com/esbc/esbc/b2bua"
+	"github.com/esbc/esbc/media"
+)
+
+var mediaBase = 43000
+
+func newMedia(t testing.TB) (b2bua.MediaEngine, *media.Engine) {
+	t.Helper()
+	cfg := media.Config{PortMin: mediaBase, PortMax: mediaBase + 399, Quarantine: time.Millisecond, LatchWindow: 5 * time.Second}
+	mediaBase += 400
+	eng, err := media.NewEngine(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eng.Close() })
+	return b2bua.MediaAdapter(eng), eng
+}
+
+func withMedia(t testing.TB, o envOpts) *env {
+	me, _ := newMedia(t)
+	o.media = me
+	e := newEnv(t, o)
+	cfg := *e.cfg
+	cfg.LANMedia = media.LegConfig{Name: "lan", BindAddr: netip.MustParseAddr(lanIP), SRTP: media.SRTPOff}
+	cfg.WANMedia = media.LegConfig{Name: "wan", BindAddr: netip.MustParseAddr(wanIP), SRTP: media.SRTPMandatory,
+		Codecs: []string{"PCMU", "PCMA", "G729", "telephone-event"}}
+	if err := e.b.SetConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+var (
+	reConn   = regexp.MustCompile(`(?m)^c=IN IP4 (\S+)`)
+	reAudio  = regexp.MustCompile(`(?m)^m=audio (\d+) (\S+)`)
+	reCrypto = regexp.MustCompile(`(?m)^a=crypto:(\d+) (AES_CM_128_HMAC_SHA1_80) inline:([A-Za-z0-9+/=]+)`)
+)
+
+func sdpAddr(t testing.TB, body []byte) netip.AddrPort {
+	t.Helper()
+	c := reConn.FindSubmatch(body)
+	m := reAudio.FindSubmatch(body)
+	if c == nil || m == nil {
+		t.Fatalf("no address in SDP:\n%s", body)
+	}
+	return netip.MustParseAddrPort(string(c[1]) + ":" + string(m[1]))
+}
+
+// srtpPeer is the trunk's media: its own key, and a context built
+// independently (pion/srtp) from the key esbc offered.
+type srtpPeer struct {
+	conn     *net.UDPConn
+	key      []byte // key||salt the trunk encrypts with
+	enc, dec *srtp.Context
+}
+
+func newSRTPPeer(t testing.TB, ip string) *srtpPeer {
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	key := make([]byte, 30)
+	for i := range key {
+		key[i] = byte(i*7 + 3)
+	}
+	enc, err := srtp.CreateContext(key[:16], key[16:], srtp.ProtectionProfileAes128CmHmacSha1_80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &srtpPeer{conn: conn, key: key, enc: enc}
+}
+
+// answer builds the trunk's SDES answer to esbc's offer and the decrypt
+// context from esbc's key.
+func (p *srtpPeer) answer(t testing.TB, offer []byte) []byte {
+	m := reCrypto.FindSubmatch(offer)
+	if m == nil {
+		t.Fatalf("no AES_CM_128_HMAC_SHA1_80 crypto offered toward the trunk:\n%s", offer)
+	}
+	k, err := base64.StdEncoding.DecodeString(string(m[3]))
+	if err != nil || len(k) != 30 {
+		t.Fatalf("bad inline key %q", m[3])
+	}
+	p.dec, err = srtp.CreateContext(k[:16], k[16:], srtp.ProtectionProfileAes128CmHmacSha1_80, srtp.SRTPReplayProtection(64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	la := p.conn.LocalAddr().(*net.UDPAddr)
+	return []byte(fmt.Sprintf("v=0\r\no=- 7 7 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"+
+		"m=audio %d RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"+
+		"a=crypto:%s AES_CM_128_HMAC_SHA1_80 inline:%s\r\na=sendrecv\r\n",
+		la.IP, la.IP, la.Port, m[1], base64.StdEncoding.EncodeToString(p.key)))
+}
+
+func rtpPacket(seq uint16, payload []byte) []byte {
+	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: 0x1234}, Payload: payload}
+	b, _ := pkt.Marshal()
+	return b
+}
+
+// exchange sends RTP both ways until each side has received one packet
+// with the expected payload (bounded).
+func exchange(t testing.TB, pbx *net.UDPConn, esbcLAN netip.AddrPort, trk *srtpPeer, esbcWAN netip.AddrPort) {
+	t.Helper()
+	fromPBX := bytes.Repeat([]byte{0xAA}, 160)
+	fromTrunk := bytes.Repeat([]byte{0x55}, 160)
+	gotAtTrunk, gotAtPBX := false, false
+	buf := make([]byte, 1500)
+	for seq := uint16(1); seq < 200 && !(gotAtTrunk && gotAtPBX); seq++ {
+		if _, err := pbx.WriteToUDPAddrPort(rtpPacket(seq, fromPBX), esbcLAN); err != nil {
+			t.Fatal(err)
+		}
+		enc, err := trk.enc.EncryptRTP(nil, rtpPacket(seq, fromTrunk), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := trk.conn.WriteToUDPAddrPort(enc, esbcWAN); err != nil {
+			t.Fatal(err)
+		}
+		_ = trk.conn.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if n, _, err := trk.conn.ReadFromUDPAddrPort(buf); err == nil {
+			dec, err := trk.dec.DecryptRTP(nil, buf[:n], nil)
+			if err == nil {
+				var p rtp.Packet
+				if p.Unmarshal(dec) == nil && bytes.Equal(p.Payload, fromPBX) {
+					gotAtTrunk = true
+				}
+			}
+		}
+		_ = pbx.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if n, _, err := pbx.ReadFromUDPAddrPort(buf); err == nil {
+			var p rtp.Packet
+			if p.Unmarshal(buf[:n]) == nil && bytes.Equal(p.Payload, fromTrunk) {
+				gotAtPBX = true
+			}
+		}
+	}
+	if !gotAtTrunk {
+		t.Error("PBX RTP did not reach the trunk as SRTP esbc's offered key decrypts")
+	}
+	if !gotAtPBX {
+		t.Error("trunk SRTP did not reach the PBX as plain RTP")
+	}
+}
+
+// TestOutboundMediaEndToEnd: PBX (UDP, RTP) → esbc → trunk (TLS, SRTP); the
+// payload is checked at both ends, SRTP by an independent pion context.
+func TestOutboundMediaEndToEnd(t *testing.T) {
+	e := withMedia(t, envOpts{})
+	trk := newSRTPPeer(t, trunkIP)
+	e.trkUAS.setScript(func(u *uas, req *sip.Request, tx sip.ServerTransaction) {
+		sess, err := u.dsc.ReadInvite(req, tx)
+		if err != nil {
+			return
+		}
+		u.sessions <- sess
+		_ = sess.Respond(200, "OK", trk.answer(t, req.Body()), sip.NewHeader("Content-Type", "application/sdp"))
+	})
+	pbxRTP, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(pbxIP)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pbxRTP.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	uri := sip.Uri{Scheme: "sip", User: "94155550123", Host: lanIP, Port: e.lan.port()}
+	s, err := e.pbxUAC.dcc.Invite(ctx, uri, sdpOffer(pbxIP, pbxRTP.LocalAddr().(*net.UDPAddr).Port),
+		sip.NewHeader("Content-Type", "application/sdp"),
+		&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "+14155550100", Host: "pbx.corp.local"}, Params: sip.HeaderParams{{K: "tag", V: "pbxtag1"}}},
+		sip.NewHeader("X-Internal-Secret", "lan-only"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	inv := e.trkUAS.lastInvite()
+	assertHidden(t, inv.String(), s.InviteRequest.CallID().Value(), e)
+	esbcLAN := sdpAddr(t, s.InviteResponse.Body())
+	esbcWAN := sdpAddr(t, inv.Body())
+	if esbcLAN.Addr().String() != lanIP || esbcWAN.Addr().String() != wanIP {
+		t.Fatalf("media anchored at %s / %s", esbcLAN, esbcWAN)
+	}
+	if !strings.Contains(string(inv.Body()), "RTP/SAVP") {
+		t.Error("offer toward the trunk is not RTP/SAVP")
+	}
+	exchange(t, pbxRTP, esbcLAN, trk, esbcWAN)
+
+	calls := e.b.Calls()
+	if len(calls) != 1 || calls[0].Legs[1].Media == nil || calls[0].Legs[1].Media.Suite == "" {
+		t.Errorf("admin view of the call: %+v", calls)
+	}
+	if err := s.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cdr := e.waitEnded(1)[0]
+	if cdr.Legs[0].Media == nil || cdr.Legs[0].Media.PacketsIn == 0 {
+		t.Errorf("CDR without media figures: %+v", cdr.Legs)
+	}
+}
+
+// assertHidden checks that nothing of the LAN is in a message toward a trunk.
+func assertHidden(t testing.TB, msg, pbxCallID string, e *env) {
+	t.Helper()
+	for _, bad := range []string{pbxIP, lanIP, "pbx.corp.local", pbxCallID, "X-Internal", "lan-only", fmt.Sprint(e.pbx.port()), "pbxtag1"} {
+		if strings.Contains(msg, bad) {
+			t.Errorf("message toward the trunk contains %q:\n%s", bad, msg)
+		}
+	}
+}
