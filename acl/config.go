@@ -65,8 +65,12 @@ type Config struct {
 	// Trusted sources are never rate limited nor banned (they still pass
 	// the side's allow/deny). Trunk servers and the PBX are always trusted
 	// (SetTrunkAddrs, SetPBXAddrs).
-	Trusted   []netip.Prefix
-	RateLimit RateLimit
+	Trusted []netip.Prefix
+	// TrunkAddrs and PBXAddrs are the addresses known from the
+	// configuration (IP literals in trunks[].servers, lan.pbx.uri); they
+	// add to the sets given by SetTrunkAddrs / SetPBXAddrs.
+	TrunkAddrs, PBXAddrs []netip.Addr
+	RateLimit            RateLimit
 	// BanAfter is how many rate-limited messages within BanWindow get a
 	// source banned. Default: Burst (at least 10).
 	BanAfter int

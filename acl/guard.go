@@ -68,6 +68,8 @@ type policy struct {
 	uaDeny  [][]byte // lower-cased
 	rate    float64  // tokens per nanosecond
 	burst   float64
+	trunks  *addrSet // Config.TrunkAddrs
+	static  *addrSet // Config.TrunkAddrs + Config.PBXAddrs (trusted)
 }
 
 type sidePolicy struct {
@@ -93,6 +95,8 @@ func compile(c Config) (*policy, error) {
 	for _, ua := range c.UserAgentDeny {
 		p.uaDeny = append(p.uaDeny, []byte(strings.ToLower(strings.TrimSpace(ua))))
 	}
+	p.trunks = newAddrSet(c.TrunkAddrs)
+	p.static = newAddrSet(append(slices.Clone(c.TrunkAddrs), c.PBXAddrs...))
 	p.rate = c.RateLimit.PerIP / float64(time.Second)
 	p.burst = float64(c.RateLimit.Burst)
 	return p, nil
@@ -182,7 +186,7 @@ func (g *Guard) Trusted(a netip.Addr) bool {
 }
 
 func (g *Guard) trusted(p *policy, a netip.Addr) bool {
-	return g.trunk.Load().has(a) || g.pbx.Load().has(a) || containsAny(p.trusted, a)
+	return g.trunk.Load().has(a) || g.pbx.Load().has(a) || p.static.has(a) || containsAny(p.trusted, a)
 }
 
 // allowed applies the side's allow/deny lists to a (already unmapped).
@@ -192,9 +196,19 @@ func (g *Guard) allowed(p *policy, s Side, a netip.Addr) bool {
 		return false
 	}
 	if len(sp.allow) == 0 {
-		return s == LAN || g.trunk.Load().has(a)
+		return s == LAN || g.trunk.Load().has(a) || p.trunks.has(a)
 	}
 	return containsAny(sp.allow, a)
+}
+
+// banned reports whether a has an active ban (no rate charge).
+func (g *Guard) banned(a netip.Addr) bool {
+	now := g.now().UnixNano()
+	sh := g.tab.shard(a)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e, _ := sh.get(a, now, false)
+	return e != nil && e.bannedUntil > now
 }
 
 // AllowConn decides on a new TCP/TLS connection from a: allow/deny, ban,

@@ -269,7 +269,10 @@ func TestMethodAllowedAndMaxForwards(t *testing.T) {
 	if g.AllowHeader(WAN) != "INVITE, BYE, OPTIONS" || g.AllowHeader(LAN) != "" {
 		t.Error(g.AllowHeader(WAN))
 	}
-	for _, tt := range []struct{ in, out int; ok bool }{{-1, 70, true}, {0, 0, false}, {1, 0, true}, {70, 69, true}} {
+	for _, tt := range []struct {
+		in, out int
+		ok      bool
+	}{{-1, 70, true}, {0, 0, false}, {1, 0, true}, {70, 69, true}} {
 		out, ok := NextMaxForwards(tt.in)
 		if out != tt.out || ok != tt.ok {
 			t.Errorf("NextMaxForwards(%d) = %d %v", tt.in, out, ok)

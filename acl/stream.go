@@ -90,8 +90,19 @@ type Conn struct {
 	end     int
 	pending []byte // admitted bytes not yet returned (a slice of buf)
 	err     error  // sticky
+	mode    uint8  // modeSniff until the first byte, then modeSIP or modeRaw
 	wmu     sync.Mutex
 }
+
+// Stream modes. A TLS ClientHello (first byte 0x16, a handshake record)
+// on a listener wrapped below the TLS layer switches the Conn to raw mode:
+// bytes pass untouched (accept-time ACL and bans still apply, and a ban
+// closes the connection on the next read); SIP never starts with 0x16.
+const (
+	modeSniff uint8 = iota
+	modeSIP
+	modeRaw
+)
 
 // addrKey is the remote IP (netip.Addr of the connection).
 type addrKey = [16]byte
@@ -128,6 +139,15 @@ func (c *Conn) Read(b []byte) (int, error) {
 		if c.err != nil {
 			return 0, c.err
 		}
+		if c.mode == modeSniff && c.end > c.start {
+			c.mode = modeSIP
+			if c.buf[c.start] == 0x16 {
+				c.mode = modeRaw
+			}
+		}
+		if c.mode == modeRaw {
+			return c.readRaw(b)
+		}
 		before := c.start
 		if err := c.frameOne(); err != nil {
 			c.fail(err)
@@ -140,6 +160,21 @@ func (c *Conn) Read(b []byte) (int, error) {
 			c.err = err
 		}
 	}
+}
+
+// readRaw serves a pass-through (TLS) connection: first what was read
+// while sniffing, then straight from the connection.
+func (c *Conn) readRaw(b []byte) (int, error) {
+	if c.end > c.start {
+		n := copy(b, c.buf[c.start:c.end])
+		c.start += n
+		return n, nil
+	}
+	if c.g.banned(addrFrom16(c.src)) {
+		c.fail(errBanned)
+		return 0, errBanned
+	}
+	return c.Conn.Read(b)
 }
 
 // fail records a fatal error and closes the connection.

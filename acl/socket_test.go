@@ -1,0 +1,256 @@
+package acl
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// listenUDP opens a loopback UDP socket on an ephemeral port.
+func listenUDP(t *testing.T, addr string) net.PacketConn {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Skipf("loopback %s unavailable: %v", addr, err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	return pc
+}
+
+// serveUDP reads from pc on its own goroutine and forwards what it gets.
+func serveUDP(t *testing.T, pc net.PacketConn) <-chan string {
+	ch := make(chan string, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65535)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				close(ch)
+				return
+			}
+			ch <- string(buf[:n])
+		}
+	}()
+	t.Cleanup(func() { pc.Close(); <-done })
+	return ch
+}
+
+func TestPacketConnFilters(t *testing.T) {
+	// 127.0.0.2 is denied, 127.0.0.1 allowed: both on loopback.
+	g, _ := newGuard(t, Config{LAN: Rules{Deny: pfx("127.0.0.2/32")}, UserAgentDeny: []string{"friendly-scanner"}}, nil)
+	srv := listenUDP(t, "127.0.0.1:0")
+	got := serveUDP(t, g.WrapPacketConn(LAN, srv))
+	denied := listenUDP(t, "127.0.0.2:0")
+	client := listenUDP(t, "127.0.0.1:0")
+
+	send := func(pc net.PacketConn, b []byte) {
+		t.Helper()
+		if _, err := pc.WriteTo(b, srv.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// denied source, scanner, garbage, keep-alive: none reaches the reader;
+	// the marker after them proves they were consumed and the loop runs.
+	send(denied, invite())
+	send(client, invite("User-Agent: friendly-scanner"))
+	send(client, []byte("\x00\x01garbage"))
+	send(client, []byte("\r\n\r\n"))
+	marker := invite("Subject: marker")
+	send(client, marker)
+	if m := <-got; m != string(marker) {
+		t.Fatalf("reader got %q", m)
+	}
+	// a SIP/7.0 request is answered 505 by the edge to the source
+	send(client, bytes.Replace(invite(), []byte("SIP/2.0\r\n"), []byte("SIP/7.0\r\n"), 1))
+	buf := make([]byte, 2048)
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err := client.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(buf[:n]), "SIP/2.0 505 ") || !strings.Contains(string(buf[:n]), "branch=z9hG4bK776asdhds") {
+		t.Fatalf("response %q", buf[:n])
+	}
+	send(client, marker)
+	if m := <-got; m != string(marker) {
+		t.Fatalf("reader got %q", m)
+	}
+	for _, r := range []Reason{ReasonDenied, ReasonUserAgent, ReasonMalformed, ReasonVersion} {
+		if v := testutil.ToFloat64(g.m.dropped[LAN][r]); v != 1 {
+			t.Errorf("dropped{%v} = %v", r, v)
+		}
+	}
+}
+
+// tcpPair serves one accepted, wrapped connection and returns the client
+// end plus a channel of everything the reader (the SIP stack's place) got.
+func tcpPair(t *testing.T, g *Guard, laddr string) (net.Conn, <-chan []byte, <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl := g.WrapListener(LAN, ln)
+	got := make(chan []byte, 64)
+	errc := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := wl.Accept()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 32768)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				got <- bytes.Clone(buf[:n])
+			}
+			if err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(laddr)}}
+	c, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); ln.Close(); <-done })
+	return c, got, errc
+}
+
+func TestConnFraming(t *testing.T) {
+	g, _ := newGuard(t, Config{UserAgentDeny: []string{"sipcli"}, MaxMessageBytes: 4000}, nil)
+	c, got, _ := tcpPair(t, g, "127.0.0.1")
+	body := "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n"
+	m1 := string(invite("Content-Length: "+strconv.Itoa(len(body)))) + body
+	scanner := string(invite("User-Agent: SIPcli/v1.8", "Content-Length: 0"))
+	m2 := string(invite("Subject: two", "Content-Length: 0"))
+	// everything in one write, split at odd places, with a ping in between
+	all := m1 + "\r\n\r\n" + scanner + m2
+	for i := 0; i < len(all); i += 7 {
+		if _, err := io.WriteString(c, all[i:min(i+7, len(all))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rx []byte
+	for len(rx) < len(m1)+len(m2) {
+		rx = append(rx, <-got...)
+	}
+	if string(rx) != m1+m2 {
+		t.Fatalf("reader got %q", rx)
+	}
+	// the ping was answered with a pong
+	br := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	pong := make([]byte, 2)
+	if _, err := io.ReadFull(br, pong); err != nil || string(pong) != "\r\n" {
+		t.Fatalf("pong %q %v", pong, err)
+	}
+	// a bad version request is answered 505 on the stream
+	io.WriteString(c, strings.Replace(m2, "SIP/2.0\r\n", "SIP/7.0\r\n", 1))
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "SIP/2.0 505 ") {
+		t.Fatalf("505: %q %v", line, err)
+	}
+	if v := testutil.ToFloat64(g.m.dropped[LAN][ReasonUserAgent]); v != 1 {
+		t.Errorf("dropped{user_agent} = %v", v)
+	}
+}
+
+func TestConnFramingErrorsClose(t *testing.T) {
+	tests := []struct {
+		name string
+		data string
+	}{
+		{"duplicate Content-Length", string(invite("Content-Length: 0", "Content-Length: 10"))},
+		{"negative Content-Length", string(invite("Content-Length: -1"))},
+		{"missing Content-Length", string(invite())},
+		{"body over max", string(invite("Content-Length: 100000"))},
+		{"endless header", "INVITE sip:a@b SIP/2.0\r\n" + strings.Repeat("X-A: b\r\n", 1000)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g, _ := newGuard(t, Config{MaxMessageBytes: 4000}, nil)
+			c, got, errc := tcpPair(t, g, "127.0.0.1")
+			io.WriteString(c, tt.data)
+			err := <-errc
+			if !errors.Is(err, ErrFraming) {
+				t.Fatalf("reader error %v", err)
+			}
+			select {
+			case b := <-got:
+				t.Fatalf("reader got %q", b)
+			default:
+			}
+			// the edge closed the connection
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("peer side not closed: %v", err)
+			}
+		})
+	}
+}
+
+func TestListenerClosesDeniedAtAccept(t *testing.T) {
+	g, _ := newGuard(t, Config{LAN: Rules{Allow: pfx("127.0.0.1/32")}}, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	wl := g.WrapListener(LAN, ln)
+	accepted := make(chan netip.Addr, 2)
+	go func() {
+		for {
+			c, err := wl.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- addrOf(c.RemoteAddr())
+			c.Close()
+		}
+	}()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	bad, err := d.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := bad.Read(make([]byte, 1)); n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("denied connection not closed: %d %v", n, err)
+	}
+	bad.Close()
+	good, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := <-accepted; a != ip("127.0.0.1") {
+		t.Fatalf("accepted %v", a)
+	}
+	good.Close()
+	ln.Close()
+	for range accepted {
+	}
+	if v := testutil.ToFloat64(g.m.dropped[LAN][ReasonDenied]); v != 1 {
+		t.Errorf("dropped{denied} = %v", v)
+	}
+}
