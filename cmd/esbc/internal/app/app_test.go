@@ -554,8 +554,8 @@ func TestMainCommands(t *testing.T) {
 
 func TestSIPMethodOf(t *testing.T) {
 	for in, want := range map[string]string{
-		"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n":                        "OPTIONS",
-		"SIP/2.0 200 OK\r\nVia: x\r\nCSeq: 1 INVITE\r\n\r\n":             "INVITE",
+		"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n":                       "OPTIONS",
+		"SIP/2.0 200 OK\r\nVia: x\r\nCSeq: 1 INVITE\r\n\r\n":            "INVITE",
 		"SIP/2.0 503 Service Unavailable\r\ncseq :  7  BYE\r\n\r\nbody": "BYE",
 		"garbage": "",
 	} {
