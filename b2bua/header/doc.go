@@ -14,18 +14,32 @@
 //	func CompilePolicy(p Policy) (*Compiled, error)
 //	func (c *Compiled) CopyAllowed(in, out *sip.Request) error
 //	func (c *Compiled) ApplyResponse(in, out *sip.Response) error
-//	func (c *Compiled) Apply(out sip.Message) error // the rules alone
+//	func (c *Compiled) Apply(m Message) error // the rules alone
+//	type Message interface { Headers() []sip.Header; GetHeaders(string) []sip.Header;
+//	    AppendHeader(sip.Header); RemoveHeader(string) bool } // *sip.Request, *sip.Response
 //
 //	type TrunkIdentity struct {
 //	    Domain, FromUser, CallerID string
 //	    AllowedCallerIDs           []string
-//	    TrustPAI                   bool // trunk is in our trust domain (RFC 3325 Spec(T))
-//	    KeepFromUserOnPrivacy      bool // privacy: From "Anonymous" <sip:FromUser@Domain> instead of anonymous.invalid
+//	    TrustPAI                   bool   // trunk is in our trust domain (RFC 3325 Spec(T))
+//	    FromDisplay                string // display name of From toward the trunk; "" = the PBX's
+//	    KeepFromUserOnPrivacy      bool   // privacy: "Anonymous" <sip:FromUser@Domain> instead of anonymous.invalid
 //	}
 //	func ToTrunk(in, out *sip.Request, id TrunkIdentity, pbxTrusted bool, e164 func(string) (string, error)) error
 //	func ToPBX(in, out *sip.Request, trustPAI bool, pbxDomain string, format func(string) string) error
 //	func CheckValue(v string) error
-//	var ErrBadValue
+//	var ErrBadValue // wrapped by every refusal of a name or value
+//
+// CompilePolicy joins all its errors, each prefixed with the field
+// ("allow[1]", "server_header", "rules[0].match"); the config layer adds
+// the YAML path in front.
+//
+// ToTrunk and ToPBX change only From (display name and URI; the tag and
+// other parameters the dialog layer set are kept) and the identity headers
+// P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID and Privacy,
+// which they remove from out and write afresh. They need out to carry a
+// From already. PAI is written as "display" <sip:number@host;user=phone>
+// (user=phone when the number is +digits or digits).
 //
 // # Order of use
 //

@@ -37,6 +37,9 @@
 //	var ErrInvalidNumber    // → 484
 //	var ErrEmergencyBlocked // → 403 (log at warn)
 //
+// On ErrEmergencyBlocked the returned Decision still carries Number,
+// Emergency and Special, for the warn log.
+//
 // Errors returned by Outbound, Inbound and E164 wrap one of the sentinels
 // (test with errors.Is) and carry the number in their text. Compile returns
 // every configuration error at once (errors.Join), each prefixed with the
