@@ -26,7 +26,7 @@ var lo = netip.MustParseAddr("127.0.0.1")
 // the rest).
 var nextBase = 41000
 
-func newEngine(t *testing.T, mod func(*Config)) (*Engine, *prometheus.Registry) {
+func newEngine(t testing.TB, mod func(*Config)) (*Engine, *prometheus.Registry) {
 	t.Helper()
 	cfg := Config{PortMin: nextBase, PortMax: nextBase + 199, Quarantine: time.Millisecond, LatchWindow: 5 * time.Second}
 	nextBase += 200
@@ -51,7 +51,7 @@ var (
 // peer is a far end: a real UDP socket pair and (for SRTP) pion contexts
 // built independently from the keys in the SDP.
 type peer struct {
-	t          *testing.T
+	t          testing.TB
 	rtp, rtcp  *net.UDPConn
 	enc, dec   *srtp.Context // nil for plain RTP
 	encC, decC *srtp.Context
@@ -63,7 +63,7 @@ type peer struct {
 	ts         uint32
 }
 
-func newPeer(t *testing.T) *peer {
+func newPeer(t testing.TB) *peer {
 	t.Helper()
 	c1, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -92,7 +92,7 @@ func offerSDP(port, rtcpPort int, proto string, extra ...string) []byte {
 	return []byte(strings.Join(lines, "\r\n") + "\r\n")
 }
 
-func mustParse(t *testing.T, b []byte) *sdp.Session {
+func mustParse(t testing.TB, b []byte) *sdp.Session {
 	t.Helper()
 	s, err := sdp.Parse(b)
 	if err != nil {
@@ -101,7 +101,7 @@ func mustParse(t *testing.T, b []byte) *sdp.Session {
 	return s
 }
 
-func esbcAddr(t *testing.T, b []byte) netip.AddrPort {
+func esbcAddr(t testing.TB, b []byte) netip.AddrPort {
 	t.Helper()
 	s := mustParse(t, b)
 	ip, ok := s.Media[0].Conn()
@@ -111,7 +111,7 @@ func esbcAddr(t *testing.T, b []byte) netip.AddrPort {
 	return netip.AddrPortFrom(ip, uint16(s.Media[0].Port))
 }
 
-func ctxFor(t *testing.T, c sdp.Crypto) *srtp.Context {
+func ctxFor(t testing.TB, c sdp.Crypto) *srtp.Context {
 	t.Helper()
 	k, err := keysFrom(c)
 	if err != nil {
@@ -124,7 +124,7 @@ func ctxFor(t *testing.T, c sdp.Crypto) *srtp.Context {
 	return ctx
 }
 
-func cryptoByTag(t *testing.T, m *sdp.Media, tag int) sdp.Crypto {
+func cryptoByTag(t testing.TB, m *sdp.Media, tag int) sdp.Crypto {
 	t.Helper()
 	for _, v := range m.Attrs("crypto") {
 		c, err := sdp.ParseCrypto(v)
@@ -188,7 +188,7 @@ type call struct {
 	answerToA  *sdp.Session
 }
 
-func setupCall(t *testing.T, e *Engine, suiteTag int, mux bool) *call {
+func setupCall(t testing.TB, e *Engine, suiteTag int, mux bool) *call {
 	t.Helper()
 	s, err := e.NewSession("c1", lanLeg, wanLeg, nil)
 	if err != nil {
