@@ -21,6 +21,7 @@ type testDNS struct {
 	counts   map[cacheKey]int      // guarded by mu
 	rcode    int                   // guarded by mu; != 0: answer every query with it
 	truncUDP bool                  // guarded by mu; answer UDP with TC=1 and no records
+	failType map[uint16]bool       // guarded by mu; SERVFAIL for these query types
 
 	udp, tcp *dns.Server
 	stopped  sync.Once
@@ -129,6 +130,9 @@ func (s *testDNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	s.mu.Lock()
 	s.counts[k]++
 	rcode, trunc := s.rcode, s.truncUDP && isUDP
+	if s.failType[q.Qtype] {
+		rcode = dns.RcodeServerFailure
+	}
 	rrs := make([]dns.RR, 0, len(s.zone[k]))
 	for _, rr := range s.zone[k] {
 		rrs = append(rrs, dns.Copy(rr))

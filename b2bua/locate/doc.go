@@ -51,6 +51,7 @@
 //	func (h *Health) MarkDown(trunk string, t Target, reason string)
 //	func (h *Health) MarkUp(trunk string, t Target)
 //	func (h *Health) Up(trunk string, t Target) bool        // unknown targets are up
+//	func (h *Health) Preferred(trunk string, t Target) bool // up and past its hold-down (fail-back now)
 //	func (h *Health) Order(trunk string, ts []Target) []Target
 //	func (h *Health) Snapshot() []TargetState               // sorted by trunk, target
 //	func (h *Health) SetHoldDown(trunk string, d time.Duration)

@@ -142,6 +142,20 @@ func (h *Health) Up(trunk string, t Target) bool {
 	return ts == nil || ts.up
 }
 
+// Preferred reports whether t is up and past its fail-back hold-down (never
+// reported = preferred): a registration should move back to it.
+func (h *Health) Preferred(trunk string, t Target) bool {
+	now := h.now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	th := h.trunks[trunk]
+	if th == nil {
+		return true
+	}
+	ts := th.targets[t.String()]
+	return ts == nil || ts.preferred(now, th.holdDown)
+}
+
 // preferred: up, and either never down or back for at least the hold-down.
 func (ts *targetHealth) preferred(now time.Time, hold time.Duration) bool {
 	return ts.up && (!ts.wasDown || now.Sub(ts.since) >= hold)

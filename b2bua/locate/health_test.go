@@ -79,6 +79,9 @@ func TestHealthOrderAndHoldDown(t *testing.T) {
 		if got := hosts(h.Order("skype", all)); got != st.order {
 			t.Fatalf("%s: order %q, want %q", st.name, got, st.order)
 		}
+		if got, want := h.Preferred("skype", p), st.pUp && strings.HasPrefix(st.order, "p "); got != want {
+			t.Fatalf("%s: Preferred(p) = %v, want %v", st.name, got, want)
+		}
 		if got := h.Up("skype", p); got != st.pUp {
 			t.Fatalf("%s: Up(p) = %v, want %v", st.name, got, st.pUp)
 		}
@@ -141,7 +144,7 @@ func TestHealthZeroHoldDownAndRegistryReuse(t *testing.T) {
 	if got := hosts(h2.Order("t", []Target{a, b})); got != "a b" {
 		t.Errorf("zero hold-down: %q", got)
 	}
-	if !h1.Up("t", a) {
+	if !h1.Up("t", a) || !h1.Preferred("t", a) {
 		t.Error("unknown trunk must be up")
 	}
 }

@@ -207,14 +207,16 @@ func (r *Resolver) Lookup(ctx context.Context, domain, transport string, static 
 		names = []string{srvPrefix(tr) + domain}
 	}
 	var (
-		out     []Target
-		sawSRV  bool
-		lastErr = naptrErr
+		out       []Target
+		sawSRV    bool
+		srvFailed bool
+		lastErr   = naptrErr
 	)
 	for _, name := range names {
 		rrs, err := r.query(ctx, name, dns.TypeSRV)
 		if err != nil {
 			lastErr = fmt.Errorf("srv %s: %w", name, err)
+			srvFailed = true
 			continue
 		}
 		srvs := make([]*dns.SRV, 0, len(rrs))
@@ -241,7 +243,7 @@ func (r *Resolver) Lookup(ctx context.Context, domain, transport string, static 
 			}
 		}
 	}
-	if !sawSRV && lastErr == nil {
+	if !sawSRV && !srvFailed {
 		// RFC 3263 §4.2: no SRV records, use the domain's A/AAAA.
 		addrs, err := r.resolveHost(ctx, domain)
 		if err != nil {

@@ -468,6 +468,26 @@ func TestStaleAnswerWhenDNSDown(t *testing.T) {
 	}
 }
 
+// TestNAPTRFailureDoesNotBlockSRV: a server that fails NAPTR queries (some
+// middleboxes do) must not stop SRV or A resolution.
+func TestNAPTRFailureDoesNotBlockSRV(t *testing.T) {
+	s := startDNS(t, "127.0.0.1",
+		"_sips._tcp.nf.test. 300 IN SRV 0 0 5061 h.nf.test.",
+		"h.nf.test. 300 IN A 127.0.0.97",
+		"plain.nf.test. 300 IN A 127.0.0.98",
+	)
+	s.mu.Lock()
+	s.failType = map[uint16]bool{dns.TypeNAPTR: true}
+	s.mu.Unlock()
+	r, _ := newTestResolver(t, s.addr)
+	for domain, want := range map[string]string{"nf.test": "127.0.0.97:5061", "plain.nf.test": "127.0.0.98:5061"} {
+		got := addrs(lookup(t, r, domain, "tls", nil))
+		if len(got) != 1 || got[0] != want {
+			t.Errorf("%s: got %v, want %s", domain, got, want)
+		}
+	}
+}
+
 func TestTruncatedAnswerRetriedOverTCP(t *testing.T) {
 	s := startDNS(t, "127.0.0.1", "_sip._tcp.tc.test. 300 IN SRV 0 0 5060 h.tc.test.", "h.tc.test. 300 IN A 127.0.0.95")
 	s.mu.Lock()
