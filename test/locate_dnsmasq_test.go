@@ -19,9 +19,9 @@ import (
 	"go.uber.org/goleak"
 )
 
-// requireTool returns the path of an external program, or skips the test
+// locRequireTool returns the path of an external program, or skips the test
 // (fails it when ESBC_REQUIRE_TOOLS=1, as in CI).
-func requireTool(t *testing.T, name string) string {
+func locRequireTool(t *testing.T, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err == nil {
@@ -34,23 +34,23 @@ func requireTool(t *testing.T, name string) string {
 	return ""
 }
 
-// dnsmasq is a real dnsmasq serving only the records it is given.
-type dnsmasq struct {
+// locDnsmasq is a real dnsmasq serving only the records it is given.
+type locDnsmasq struct {
 	addr   string
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the process has been waited for
 	once   sync.Once
 }
 
-// startDnsmasq runs dnsmasq on a free loopback port and waits until it
+// locStartDnsmasq runs dnsmasq on a free loopback port and waits until it
 // answers. TTL 0 (--local-ttl=0) so that every Lookup asks it.
-func startDnsmasq(t *testing.T, bin string, records ...string) *dnsmasq {
+func locStartDnsmasq(t *testing.T, bin string, records ...string) *locDnsmasq {
 	t.Helper()
 	for attempt := 0; attempt < 5; attempt++ {
-		port := freePort(t)
+		port := locFreePort(t)
 		args := []string{"--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file=",
 			"--port=" + port, "--listen-address=127.0.0.1", "--bind-interfaces",
-			"--local=/test/", "--local-ttl=0", "--log-facility=-", "--user=" + currentUser()}
+			"--local=/test/", "--local-ttl=0", "--log-facility=-", "--user=" + locDnsmasqUser()}
 		args = append(args, records...)
 		cmd := exec.Command(bin, args...)
 		var out strings.Builder
@@ -58,12 +58,12 @@ func startDnsmasq(t *testing.T, bin string, records ...string) *dnsmasq {
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("dnsmasq: %v", err)
 		}
-		d := &dnsmasq{addr: net.JoinHostPort("127.0.0.1", port), cmd: cmd, exited: make(chan struct{})}
+		d := &locDnsmasq{addr: net.JoinHostPort("127.0.0.1", port), cmd: cmd, exited: make(chan struct{})}
 		go func() { _ = cmd.Wait(); close(d.exited) }()
 		if err := d.ready(); err != nil {
 			d.stop()
 			if strings.Contains(out.String(), "in use") {
-				continue // the port was taken between freePort and bind
+				continue // the port was taken between locFreePort and bind
 			}
 			t.Fatalf("dnsmasq not ready: %v\n%s", err, out.String())
 		}
@@ -74,14 +74,14 @@ func startDnsmasq(t *testing.T, bin string, records ...string) *dnsmasq {
 	return nil
 }
 
-func currentUser() string {
+func locDnsmasqUser() string {
 	if os.Geteuid() == 0 {
 		return "root" // stay able to be killed by the test and avoid "nobody" lookups
 	}
 	return fmt.Sprint(os.Getuid())
 }
 
-func freePort(t *testing.T) string {
+func locFreePort(t *testing.T) string {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -93,7 +93,7 @@ func freePort(t *testing.T) string {
 }
 
 // ready polls with real queries (bounded in count) until dnsmasq answers.
-func (d *dnsmasq) ready() error {
+func (d *locDnsmasq) ready() error {
 	c := &dns.Client{Timeout: 200 * time.Millisecond}
 	m := new(dns.Msg)
 	m.SetQuestion("ready.test.", dns.TypeA)
@@ -122,7 +122,7 @@ func (d *dnsmasq) ready() error {
 }
 
 // stop kills dnsmasq (the process this test started) and waits for it.
-func (d *dnsmasq) stop() {
+func (d *locDnsmasq) stop() {
 	d.once.Do(func() {
 		_ = d.cmd.Process.Kill()
 		<-d.exited
@@ -130,9 +130,10 @@ func (d *dnsmasq) stop() {
 }
 
 func TestLocateAgainstDnsmasq(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	bin := requireTool(t, "dnsmasq")
-	d := startDnsmasq(t, bin,
+	ignore := goleak.IgnoreCurrent()
+	defer goleak.VerifyNone(t, ignore)
+	bin := locRequireTool(t, "dnsmasq")
+	d := locStartDnsmasq(t, bin,
 		"--srv-host=_sips._tcp.trunk.test,primary.trunk.test,5061,10,50",
 		"--srv-host=_sips._tcp.trunk.test,secondary.trunk.test,5062,20,50",
 		"--srv-host=_sip._udp.trunk.test,secondary.trunk.test,5080,0,0",
@@ -143,7 +144,7 @@ func TestLocateAgainstDnsmasq(t *testing.T) {
 		"--naptr-record=naptr.test,20,10,S,SIP+D2U,,_sip._udp.trunk.test",
 	)
 	// A dead server first: the resolver falls back to dnsmasq.
-	dead := freePort(t)
+	dead := locFreePort(t)
 	reg := prometheus.NewRegistry()
 	r := locate.NewResolver(locate.Config{Servers: []string{"127.0.0.1:" + dead, d.addr}, Timeout: time.Second}, nil, reg)
 	defer r.Close()
@@ -184,12 +185,12 @@ func TestLocateAgainstDnsmasq(t *testing.T) {
 	if err != nil || len(ts) != 3 || ts[0].Addr != netip.MustParseAddrPort("127.0.0.11:5061") {
 		t.Fatalf("with dnsmasq down: %v, %v; want the stale targets", ts, err)
 	}
-	if n := metricValue(t, reg, "esbc_dns_cache_total", "result", "stale"); n == 0 {
+	if n := locMetricValue(t, reg, "esbc_dns_cache_total", "result", "stale"); n == 0 {
 		t.Error("no stale answer counted: the targets came from a live cache, not the stale path")
 	}
 }
 
-func metricValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+func locMetricValue(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
