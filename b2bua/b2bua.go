@@ -14,6 +14,8 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
+
+	"github.com/esbc/esbc/acl"
 )
 
 // B2BUA relays calls between the LAN (IP-PBX) and the WAN (trunks).
@@ -143,6 +145,17 @@ func (b *B2BUA) guard(s *side, h func(*side, *sip.Request, sip.ServerTransaction
 				b.log.Error("panic in SIP handler", zap.Any("panic", r), zap.String("method", string(req.Method)))
 			}
 		}()
+		cfg := b.cfg.Load()
+		methods := cfg.LANMethods
+		if s == b.wan {
+			methods = cfg.WANMethods
+		}
+		if len(methods) > 0 && !acl.MethodAllowed(methods, string(req.Method)) {
+			if !req.IsAck() {
+				b.respond(req, tx, 405, "Method Not Allowed", sip.NewHeader("Allow", strings.Join(methods, ", ")))
+			}
+			return
+		}
 		h(s, req, tx)
 	}
 }
@@ -283,7 +296,8 @@ func (b *B2BUA) onOptions(s *side, req *sip.Request, tx sip.ServerTransaction) {
 		b.onInDialog(s, req, tx)
 		return
 	}
-	if b.draining.Load() {
+	if b.draining.Load() || !b.addressedToUs(s, req) {
+		// esbc is no proxy: an OPTIONS for somebody else is not served.
 		b.respond(req, tx, 503, "Service Unavailable", b.retryAfter())
 		return
 	}
@@ -312,4 +326,27 @@ func sourceAddr(src string) netip.Addr {
 		return netip.Addr{}
 	}
 	return ap.Addr().Unmap()
+}
+
+// addressedToUs: an OPTIONS without a user part is a keepalive for esbc
+// itself; one with a user part is for us only if the host is ours.
+func (b *B2BUA) addressedToUs(s *side, req *sip.Request) bool {
+	if req.Recipient.User == "" {
+		return true
+	}
+	cfg := b.cfg.Load()
+	sc := cfg.LAN
+	if s == b.wan {
+		sc = cfg.WAN
+	}
+	h := strings.ToLower(strings.Trim(req.Recipient.Host, "[]"))
+	if h == "localhost" || h == "127.0.0.1" || h == "::1" || h == strings.ToLower(sc.Advertise) {
+		return true
+	}
+	for _, o := range sc.Hosts {
+		if h == strings.ToLower(o) {
+			return true
+		}
+	}
+	return false
 }

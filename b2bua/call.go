@@ -282,6 +282,9 @@ func (b *B2BUA) newCall(s *side, req *sip.Request, tx sip.ServerTransaction) (*C
 		if c.Direction == "inbound" {
 			la, lb = lb, la
 			la.SignalingSecure = a.Dialog.Transport == "TLS"
+			if c.tc.FarEndNAT {
+				la.LatchAddr = sourceAddr(req.Source())
+			}
 		}
 		ms, err := b.deps.Media.NewSession(c.ID, la, lb, func() { b.hangupAsync(c, "media inactivity") })
 		if err != nil {

@@ -40,6 +40,9 @@ type Config struct {
 	// MaxDuration ends a call after this long (0 = no limit); a trunk's
 	// MaxDuration overrides it when shorter.
 	MaxDuration time.Duration
+	// LANMethods and WANMethods are the request methods accepted per side;
+	// others get 405 (empty = all that esbc handles).
+	LANMethods, WANMethods []string
 	// RetryAfter is sent with 503 while draining.
 	RetryAfter time.Duration
 	// LANMedia and WANMedia are the media legs' policies (the WAN one is
@@ -54,6 +57,9 @@ type Side struct {
 	Advertise string
 	// Ports is the advertised listen port per transport ("udp","tcp","tls").
 	Ports map[string]int
+	// Hosts are other names and addresses peers use for esbc on this side
+	// (listen addresses); Advertise, localhost and loopback always count.
+	Hosts []string
 }
 
 // TrunkConfig is what a call needs to know of a trunk.
@@ -69,7 +75,9 @@ type TrunkConfig struct {
 	ReferRelay       bool          // refer: relay (else 403)
 	FailoverTimeout  time.Duration // no response from a target in this time → next (default 2s)
 	MaxDuration      time.Duration
-	Media            media.LegConfig
+	// FarEndNAT latches the trunk leg's media to the SIP source address.
+	FarEndNAT bool
+	Media     media.LegConfig
 }
 
 // Route is the outcome of the dial plan for an outbound call.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/esbc/esbc/b2bua/route"
 	"github.com/esbc/esbc/media"
 )
 
@@ -17,24 +18,6 @@ type responseError struct{ res *sip.Response }
 
 func (e *responseError) Error() string { return "leg B answered " + e.res.StartLine() }
 
-// errorMatchers lets foreign packages' sentinel errors (b2bua/route)
-// be mapped by name without b2bua importing them; see RegisterStatus.
-var extraStatus []struct {
-	err    error
-	code   int
-	reason string
-}
-
-// RegisterStatus maps a foreign sentinel error to a SIP status. It is
-// called at init time by the wiring code only.
-func RegisterStatus(err error, code int, reason string) {
-	extraStatus = append(extraStatus, struct {
-		err    error
-		code   int
-		reason string
-	}{err, code, reason})
-}
-
 // Status is the one place an error becomes a SIP status code and reason.
 func Status(err error) (int, string) {
 	var re *responseError
@@ -45,11 +28,11 @@ func Status(err error) (int, string) {
 		return MapResponse(re.res.StatusCode), re.res.Reason
 	case errors.Is(err, ErrBadRequest):
 		return 400, "Bad Request"
-	case errors.Is(err, ErrNoRoute):
+	case errors.Is(err, ErrNoRoute), errors.Is(err, route.ErrNoRoute):
 		return 404, "Not Found"
-	case errors.Is(err, ErrInvalidNumber):
+	case errors.Is(err, ErrInvalidNumber), errors.Is(err, route.ErrInvalidNumber):
 		return 484, "Address Incomplete"
-	case errors.Is(err, ErrEmergencyBlocked), errors.Is(err, ErrNotTrunk):
+	case errors.Is(err, ErrEmergencyBlocked), errors.Is(err, route.ErrEmergencyBlocked), errors.Is(err, ErrNotTrunk):
 		return 403, "Forbidden"
 	case errors.Is(err, ErrChannels), errors.Is(err, ErrDraining), errors.Is(err, media.ErrPortsExhausted),
 		errors.Is(err, errShutdown):
@@ -64,11 +47,6 @@ func Status(err error) (int, string) {
 		return 408, "Request Timeout"
 	case errors.Is(err, sip.ErrTransactionTransport):
 		return 503, "Service Unavailable"
-	}
-	for _, e := range extraStatus {
-		if errors.Is(err, e.err) {
-			return e.code, e.reason
-		}
 	}
 	return 500, "Server Internal Error"
 }

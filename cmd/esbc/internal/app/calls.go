@@ -17,100 +17,300 @@ package app
 //     or ctx); d.Hooks.OnClose releases what installCalls started.
 //   - The returned error aborts start-up (exit 1).
 //
-// Foundation behaviour: OPTIONS addressed to esbc → 200 with Allow,
-// Accept, Supported (503 while draining, so peers fail over); ACK → no
-// answer; CANCEL → 481; every other request → 503.
+// What it builds: the media engine, the DNS resolver and target health,
+// the trunk runtimes (registration, keepalive, channels), the CDR writer
+// and the B2BUA, all from the snapshot; a reload pushes the new snapshot
+// into each of them (a call keeps the b2bua.Config it started with).
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
+	"net/netip"
+	"strconv"
 	"strings"
-	"sync/atomic"
+	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
+
+	"github.com/esbc/esbc/b2bua"
+	"github.com/esbc/esbc/b2bua/cdr"
+	"github.com/esbc/esbc/b2bua/locate"
+	"github.com/esbc/esbc/b2bua/route"
+	"github.com/esbc/esbc/b2bua/trunk"
+	"github.com/esbc/esbc/cmd/esbc/internal/config"
+	"github.com/esbc/esbc/media"
 )
 
-// installCalls installs the SIP request handlers on both sides.
+// installCalls builds the call-handling components and installs the B2BUA's
+// SIP handlers on both sides.
 func installCalls(d CallsDeps) error {
-	var draining atomic.Bool
-	d.Hooks.OnDrain("calls", func(context.Context) error {
-		draining.Store(true)
-		return nil
-	})
-	for _, s := range []*SideSIP{d.LAN, d.WAN} {
-		installFoundationHandlers(d, s, &draining)
+	log := d.Logger
+	snap := d.Snapshot()
+
+	eng, err := media.NewEngine(mediaConfig(snap), log.Named("media"), d.Registerer)
+	if err != nil {
+		return fmt.Errorf("media: %w", err)
 	}
+	res := locate.NewResolver(locateConfig(snap), log.Named("locate"), d.Registerer)
+	health := locate.NewHealth(log.Named("health"), d.Registerer)
+	trunks := trunk.NewSet(trunk.Deps{
+		Client: d.WAN.Client, UA: d.WAN.UA, Resolver: res, Health: health,
+		Log: log.Named("trunk"), Reg: d.Registerer,
+	})
+	cdrw, err := cdr.NewWriter(snap.CDR.File, log.Named("cdr"), d.Registerer)
+	if err != nil {
+		_ = eng.Close()
+		_ = res.Close()
+		return fmt.Errorf("cdr.file: %w", err)
+	}
+	closeAll := func(ctx context.Context) error {
+		return errors.Join(trunks.Close(ctx), res.Close(), eng.Close(), cdrw.Close())
+	}
+
+	cfg, err := b2buaConfig(snap, d)
+	if err != nil {
+		_ = closeAll(context.Background())
+		return err
+	}
+	lanCli, err := sideClient(d.LAN, cfg)
+	if err != nil {
+		_ = closeAll(context.Background())
+		return err
+	}
+	b, err := b2bua.New(cfg, b2bua.Deps{
+		Log: log, Reg: d.Registerer, Trunks: b2bua.TrunkSet(trunks), Health: health,
+		Media: b2bua.MediaAdapter(eng),
+		OnEnd: func(ci b2bua.CallInfo) { cdrw.Write(b2bua.CDRRecord(ci)) },
+	})
+	if err != nil {
+		_ = closeAll(context.Background())
+		return err
+	}
+	if err := b.Register(b2bua.Endpoint{Server: d.LAN.Server, Client: lanCli},
+		b2bua.Endpoint{Server: d.WAN.Server, Client: d.WAN.Client}); err != nil {
+		_ = closeAll(context.Background())
+		return err
+	}
+	if err := trunks.Apply(context.Background(), trunkConfigs(snap, d)); err != nil {
+		_ = closeAll(context.Background())
+		return fmt.Errorf("trunks: %w", err)
+	}
+
+	if d.Admin != nil {
+		d.Admin.Handle("/api/v1/calls", b.CallsHandler())
+		d.Admin.Handle("/api/v1/registrations", b2bua.JSONHandler(func() any {
+			return map[string]any{"registrations": trunks.Registrations(), "targets": health.Snapshot()}
+		}))
+	}
+
+	unsubscribe := d.Subscribe(func(_, next *config.Snapshot) {
+		nc, err := b2buaConfig(next, d)
+		if err != nil {
+			log.Error("reload: calls config not applied", zap.Error(err))
+			return
+		}
+		if err := b.SetConfig(nc); err != nil {
+			log.Error("reload: calls config not applied", zap.Error(err))
+			return
+		}
+		eng.SetConfig(mediaConfig(next))
+		res.SetConfig(locateConfig(next))
+		if err := cdrw.SetPath(next.CDR.File); err != nil {
+			log.Error("reload: cdr.file", zap.Error(err))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := trunks.Apply(ctx, trunkConfigs(next, d)); err != nil {
+			log.Error("reload: trunks", zap.Error(err))
+		}
+	})
+
+	d.Hooks.OnDrain("calls", b.Drain)
+	d.Hooks.OnClose("calls", func(ctx context.Context) error {
+		unsubscribe()
+		return errors.Join(b.Close(ctx), closeAll(ctx))
+	})
 	return nil
 }
 
-func installFoundationHandlers(d CallsDeps, s *SideSIP, draining *atomic.Bool) {
-	log := d.Logger.With(zap.String("side", string(s.Side)))
-	own := ownHosts(s)
-	respond := func(req *sip.Request, tx sip.ServerTransaction, code int, reason string, extra ...sip.Header) {
-		res := sip.NewResponseFromRequest(req, code, reason, nil)
-		snap := d.Snapshot()
-		if snap.Security.ServerHeader != "" {
-			res.AppendHeader(sip.NewHeader("Server", snap.Security.ServerHeader))
-		}
-		for _, h := range extra {
-			res.AppendHeader(h)
-		}
-		if err := tx.Respond(res); err != nil {
-			log.Debug("respond failed", zap.Int("code", code), zap.Error(err))
-		}
+// sideClient is the LAN client: requests toward the PBX over UDP leave from
+// the UDP listening socket (the PBX sees the address it sends to), not from
+// a fresh ephemeral socket as sipgo would otherwise do.
+func sideClient(s *SideSIP, cfg *b2bua.Config) (*sipgo.Client, error) {
+	var pbx sip.Uri
+	if cfg.PBX == "" || sip.ParseUri(cfg.PBX, &pbx) != nil {
+		return s.Client, nil
 	}
-	s.Server.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
-		if !addressedToUs(req, own) {
-			respond(req, tx, 503, "Service Unavailable")
-			return
-		}
-		if draining.Load() {
-			respond(req, tx, 503, "Service Unavailable")
-			return
-		}
-		snap := d.Snapshot()
-		methods := snap.Security.Methods.LAN
-		if s.Side == SideWAN {
-			methods = snap.Security.Methods.WAN
-		}
-		respond(req, tx, 200, "OK",
-			sip.NewHeader("Allow", strings.Join(methods, ", ")),
-			sip.NewHeader("Accept", "application/sdp"),
-			sip.NewHeader("Supported", "replaces, timer"),
-		)
-	})
-	s.Server.OnAck(func(*sip.Request, sip.ServerTransaction) {})
-	s.Server.OnCancel(func(req *sip.Request, tx sip.ServerTransaction) {
-		respond(req, tx, 481, "Call/Transaction Does Not Exist")
-	})
-	s.Server.OnNoRoute(func(req *sip.Request, tx sip.ServerTransaction) {
-		respond(req, tx, 503, "Service Unavailable")
-	})
-}
-
-// ownHosts lists the host names under which peers address this side.
-func ownHosts(s *SideSIP) map[string]bool {
-	own := map[string]bool{"localhost": true, "127.0.0.1": true, "::1": true}
-	if s.Advertise != "" {
-		own[strings.ToLower(s.Advertise)] = true
+	if tr, _ := pbx.UriParams.Get("transport"); tr != "" && !strings.EqualFold(tr, "udp") {
+		return s.Client, nil
 	}
 	for _, l := range s.Listeners {
-		if host, _, err := net.SplitHostPort(l.Addr.String()); err == nil {
-			own[strings.ToLower(host)] = true
+		if l.Network == "udp" {
+			opts := []sipgo.ClientOption{sipgo.WithClientConnectionAddr(l.Addr.String())}
+			if s.Advertise != "" {
+				opts = append(opts, sipgo.WithClientHostname(s.Advertise))
+			}
+			return sipgo.NewClient(s.UA, opts...)
 		}
 	}
-	return own
+	return s.Client, nil
 }
 
-// addressedToUs: an OPTIONS without a user part is a keepalive for the
-// SBC itself; one with a user part is for us only if the host is ours.
-func addressedToUs(req *sip.Request, own map[string]bool) bool {
-	if req.Recipient.User == "" {
-		return true
+// b2buaConfig maps a snapshot to the B2BUA's configuration.
+func b2buaConfig(s *config.Snapshot, d CallsDeps) (*b2bua.Config, error) {
+	rc := route.Config{
+		Numbering: route.Numbering{CountryCode: s.Numbering.CountryCode, NationalPrefix: s.Numbering.NationalPrefix,
+			InternationalPrefix: s.Numbering.InternationalPrefix},
+		Emergency:           s.Routes.Emergency,
+		Special:             s.Routes.Special,
+		InboundCallerFormat: s.Routes.InboundCallerFormat,
 	}
-	return own[strings.ToLower(strings.Trim(req.Recipient.Host, "[]"))]
+	for _, r := range s.Routes.Outbound {
+		rc.Outbound = append(rc.Outbound, route.Outbound{Match: r.Match, Number: r.Number, Trunk: r.Trunk})
+	}
+	for _, r := range s.Routes.Inbound {
+		rc.Inbound = append(rc.Inbound, route.Inbound{Match: r.Match, Extension: r.Extension})
+	}
+	for _, t := range s.Trunks {
+		rc.Trunks = append(rc.Trunks, route.Trunk{Name: t.Name, Emergency: t.Emergency})
+	}
+	rt, err := route.Compile(rc)
+	if err != nil {
+		return nil, fmt.Errorf("routes: %w", err)
+	}
+	lanAdv := advertise(s.LAN.Advertise, d.LAN)
+	wanAdv := advertise(s.WAN.Advertise, d.WAN)
+	cfg := &b2bua.Config{
+		LAN:            b2bua.Side{Advertise: lanAdv, Ports: ports(d.LAN), Hosts: hosts(d.LAN)},
+		WAN:            b2bua.Side{Advertise: wanAdv, Ports: ports(d.WAN), Hosts: hosts(d.WAN)},
+		PBX:            s.LAN.PBX.URI,
+		PBXTrusted:     s.LAN.PBX.Trusted,
+		Router:         b2bua.RouteTable(rt),
+		ServerHeader:   s.Security.ServerHeader,
+		AllowHeaders:   s.Headers.Allow,
+		SessionExpires: s.Calls.SessionExpires,
+		MinSE:          s.Calls.MinSE,
+		MaxDuration:    s.Calls.MaxDuration,
+		RetryAfter:     s.ShutdownGrace,
+		LANMethods:     s.Security.Methods.LAN,
+		WANMethods:     s.Security.Methods.WAN,
+		Trunks:         make(map[string]b2bua.TrunkConfig, len(s.Trunks)),
+	}
+	cfg.LANMedia = media.LegConfig{Name: "lan", BindAddr: bindAddr(d.LAN), Advertise: ipOf(lanAdv), SRTP: media.SRTPOff}
+	cfg.WANMedia = media.LegConfig{Name: "wan", BindAddr: bindAddr(d.WAN), Advertise: ipOf(wanAdv), SRTP: media.SRTPMandatory}
+	for _, t := range s.Trunks {
+		ml := cfg.WANMedia
+		ml.SRTP = srtpPolicy(t.SRTP)
+		ml.AllowInsecureSDES = t.AllowSDESInsecure
+		ml.Codecs = t.Codecs
+		ml.Video, ml.T38 = t.Video, t.T38
+		cfg.Trunks[t.Name] = b2bua.TrunkConfig{
+			Name: t.Name, Domain: t.Domain, Transport: t.Transport, FromUser: t.FromUser,
+			CallerID: t.CallerID, AllowedCallerIDs: t.AllowedCallerIDs, TrustPAI: t.TrustPAI,
+			ReferRelay: t.Refer == "relay", FailoverTimeout: t.FailoverTimeout, MaxDuration: t.MaxCallDuration,
+			FarEndNAT: t.FarEndNAT, Media: ml,
+		}
+	}
+	return cfg, nil
 }
 
-var _ = sipgo.NewServer // the B2BUA issue builds on sipgo here
+func trunkConfigs(s *config.Snapshot, d CallsDeps) []trunk.Config {
+	out := make([]trunk.Config, 0, len(s.Trunks))
+	wp := ports(d.WAN)
+	for _, t := range s.Trunks {
+		out = append(out, trunk.Config{
+			Name: t.Name, Domain: t.Domain, Transport: t.Transport, Servers: t.Servers,
+			AuthMethod: t.Auth.Method, Username: t.Auth.Username, Password: t.Auth.Password,
+			Register: t.Auth.Register, RegisterExpires: t.Auth.RegisterExpires,
+			OptionsInterval: t.OptionsInterval, FailoverTimeout: t.FailoverTimeout,
+			FailbackHoldDown: t.FailbackHolddown, Channels: t.Channels,
+			ContactHost: advertise(s.WAN.Advertise, d.WAN), ContactPort: wp[t.Transport],
+			UserAgent: s.Security.ServerHeader,
+		})
+	}
+	return out
+}
+
+func mediaConfig(s *config.Snapshot) media.Config {
+	return media.Config{
+		PortMin: s.RTPPortMin, PortMax: s.RTPPortMax, Quarantine: s.Media.Quarantine,
+		LatchWindow: s.Media.LatchWindow, InactivityTimeout: s.Media.InactivityTimeout,
+		DSCP: s.Media.DSCP.RTP, Transcode: s.Media.Transcode,
+	}
+}
+
+func locateConfig(s *config.Snapshot) locate.Config {
+	return locate.Config{Servers: s.DNS.Servers, Timeout: s.DNS.Timeout, Stale: s.DNS.Stale}
+}
+
+func srtpPolicy(p string) media.SRTPPolicy {
+	switch p {
+	case "off":
+		return media.SRTPOff
+	case "optional":
+		return media.SRTPOptional
+	}
+	return media.SRTPMandatory
+}
+
+// advertise is the configured address of a side, else its first bound IP.
+func advertise(configured string, s *SideSIP) string {
+	if configured != "" {
+		return configured
+	}
+	if a := bindAddr(s); a.IsValid() && !a.IsUnspecified() {
+		return a.String()
+	}
+	return "127.0.0.1"
+}
+
+// ports maps each transport of a side to its bound port.
+func ports(s *SideSIP) map[string]int {
+	out := map[string]int{}
+	for _, l := range s.Listeners {
+		if _, p, err := net.SplitHostPort(l.Addr.String()); err == nil {
+			if n, err := strconv.Atoi(p); err == nil {
+				if _, ok := out[l.Network]; !ok {
+					out[l.Network] = n
+				}
+			}
+		}
+	}
+	return out
+}
+
+// hosts lists the IPs a side listens on.
+func hosts(s *SideSIP) []string {
+	var out []string
+	for _, l := range s.Listeners {
+		if h, _, err := net.SplitHostPort(l.Addr.String()); err == nil {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// bindAddr is the IP media sockets of a side bind on: the side's first
+// listener's IP (unspecified when it listens on all addresses).
+func bindAddr(s *SideSIP) netip.Addr {
+	for _, l := range s.Listeners {
+		if h, _, err := net.SplitHostPort(l.Addr.String()); err == nil {
+			if a, err := netip.ParseAddr(h); err == nil {
+				return a.Unmap()
+			}
+		}
+	}
+	return netip.IPv4Unspecified()
+}
+
+func ipOf(host string) netip.Addr {
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a
+}
