@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/esbc/esbc/b2bua/locate"
-	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 )
@@ -93,10 +92,13 @@ func locFreePort(t *testing.T) string {
 }
 
 // ready polls with real queries (bounded in count) until dnsmasq answers.
+// It uses the standard library's resolver: b2bua/locate stays the only
+// importer of miekg/dns.
 func (d *locDnsmasq) ready() error {
-	c := &dns.Client{Timeout: 200 * time.Millisecond}
-	m := new(dns.Msg)
-	m.SetQuestion("ready.test.", dns.TypeA)
+	var dialer net.Dialer
+	res := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return dialer.DialContext(ctx, "udp", d.addr)
+	}}
 	var err error
 	for range 50 {
 		select {
@@ -104,18 +106,19 @@ func (d *locDnsmasq) ready() error {
 			return errors.New("dnsmasq exited")
 		default:
 		}
-		if _, _, err = c.Exchange(m, d.addr); err == nil {
-			return nil
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_, err = res.LookupHost(ctx, "ready.test")
+		cancel()
+		var de *net.DNSError
+		if err == nil || errors.As(err, &de) && de.IsNotFound {
+			return nil // an answer, even NXDOMAIN, means it serves
 		}
-		var ne net.Error
-		if !errors.As(err, &ne) || !ne.Timeout() {
-			// Refused: not bound yet. Give the process a moment (bounded
-			// retries; this is a readiness probe, not a timed assertion).
-			select {
-			case <-d.exited:
-				return errors.New("dnsmasq exited")
-			case <-time.After(20 * time.Millisecond):
-			}
+		// Refused: not bound yet. Give the process a moment (bounded
+		// retries; this is a readiness probe, not a timed assertion).
+		select {
+		case <-d.exited:
+			return errors.New("dnsmasq exited")
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	return err
