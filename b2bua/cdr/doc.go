@@ -35,6 +35,10 @@
 //	func (w *Writer) Reopen() error         // reopen the same path (logrotate, SIGHUP)
 //	func (w *Writer) SetPath(path string) error // reload with another path; "" disables
 //	func (w *Writer) Close() error          // idempotent; writes what is queued, flushes, closes
+//	func (w *Writer) Dropped() uint64       // records dropped so far (also esbc_cdr_dropped_total)
+//
+// A file that cannot be (re)opened leaves the writer disabled until the next
+// Reopen/SetPath succeeds; records meanwhile count in esbc_cdr_errors_total.
 //
 // JSON field names: call_id, direction, trunk, from, to, start, answer, end,
 // duration_sec, disposition, sip_code, codec, srtp_suite, lan, wan; legs:

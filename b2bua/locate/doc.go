@@ -35,8 +35,10 @@
 //	func (r *Resolver) Lookup(ctx context.Context, domain, transport string, static []string) ([]Target, error)
 //	func (r *Resolver) Close() error                  // idempotent; waits for background refreshes
 //
-//	var ErrNoTargets  // the name resolves to no usable address (caller: 503 / next trunk)
-//	var ErrTransport  // transport is not udp, tcp or tls
+//	var ErrNoTargets      // the name resolves to no usable address (caller: 503 / next trunk)
+//	var ErrTransport      // transport is not udp, tcp or tls
+//	var ErrDNSUnavailable // every DNS server failed and no stale answer was left
+//	const DefaultTimeout = 2 * time.Second; const DefaultStale = time.Hour
 //
 //	type Health struct{ ... }
 //	type TargetState struct {
