@@ -28,7 +28,7 @@ type testDNS struct {
 }
 
 // startDNS starts a server on host ("127.0.0.1" or "::1") port 0.
-func startDNS(t *testing.T, host string, records ...string) *testDNS {
+func startDNS(t testing.TB, host string, records ...string) *testDNS {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
 	if err != nil {
@@ -73,7 +73,7 @@ func (s *testDNS) stop() {
 }
 
 // set replaces every record set named in records (zone file syntax).
-func (s *testDNS) set(t *testing.T, records ...string) {
+func (s *testDNS) set(t testing.TB, records ...string) {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -27,10 +27,12 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 type resolverMetrics struct {
 	queries *prometheus.CounterVec // type, result
 	cache   *prometheus.CounterVec // result
+	// Children resolved once: the hit path runs on every call.
+	hit, miss, refresh, stale prometheus.Counter
 }
 
 func newResolverMetrics(reg prometheus.Registerer) *resolverMetrics {
-	return &resolverMetrics{
+	m := &resolverMetrics{
 		queries: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "esbc_dns_queries_total",
 			Help: "DNS queries sent by the trunk resolver, by record type and result (one per server tried).",
@@ -40,4 +42,9 @@ func newResolverMetrics(reg prometheus.Registerer) *resolverMetrics {
 			Help: "DNS cache lookups of the trunk resolver: hit, miss, refresh (ahead of expiry) and stale (expired answer served because DNS failed).",
 		}, []string{"result"})),
 	}
+	m.hit = m.cache.WithLabelValues("hit")
+	m.miss = m.cache.WithLabelValues("miss")
+	m.refresh = m.cache.WithLabelValues("refresh")
+	m.stale = m.cache.WithLabelValues("stale")
+	return m
 }

@@ -497,7 +497,7 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 			}
 			rrs := e.rrs
 			r.mu.Unlock()
-			r.m.cache.WithLabelValues("hit").Inc()
+			r.m.hit.Inc()
 			return rrs, nil
 		}
 		if f := r.inflight[key]; f != nil {
@@ -515,7 +515,7 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 		f := &flight{done: make(chan struct{})}
 		r.inflight[key] = f
 		r.mu.Unlock()
-		r.m.cache.WithLabelValues("miss").Inc()
+		r.m.miss.Inc()
 
 		rrs, ttl, err := r.fetch(ctx, key)
 		f.rrs, f.err = r.store(key, rrs, ttl, err)
@@ -555,7 +555,7 @@ func (r *Resolver) store(key cacheKey, rrs []dns.RR, ttl time.Duration, err erro
 		}
 		old.refreshAt = old.expires
 		old.refreshing = false
-		r.m.cache.WithLabelValues("stale").Inc()
+		r.m.stale.Inc()
 		r.log.Warn("dns: serving stale answer", zap.String("name", key.name),
 			zap.String("type", dns.TypeToString[key.qtype]), zap.Time("stale_until", old.staleUntil), zap.Error(err))
 		return old.rrs, nil
@@ -571,7 +571,7 @@ func (r *Resolver) refresh(key cacheKey) {
 			r.log.Error("dns: refresh panic", zap.Any("panic", p), zap.String("name", key.name))
 		}
 	}()
-	r.m.cache.WithLabelValues("refresh").Inc()
+	r.m.refresh.Inc()
 	rrs, ttl, err := r.fetch(r.bgCtx, key)
 	now := r.now()
 	stale := r.cfg.Load().stale
