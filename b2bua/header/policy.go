@@ -124,6 +124,8 @@ func CompilePolicy(p Policy) (*Compiled, error) {
 		case "add":
 			if r.Value == "" {
 				bad(key+".value", errors.New("add needs a value"))
+			} else if err := checkTyped(cr.lname, r.Value); err != nil {
+				bad(key+".value", err)
 			}
 			if r.Match != "" {
 				bad(key+".match", errors.New("add takes no match"))
@@ -142,6 +144,20 @@ func CompilePolicy(p Policy) (*Compiled, error) {
 		return nil, errors.Join(errs...)
 	}
 	return c, nil
+}
+
+// checkTyped refuses a value that sipgo's parser (and so the peer's, very
+// likely) would not read back as one header of that name: Content-Type,
+// Refer-To, Referred-By are parsed, not carried as text.
+func checkTyped(lname, v string) error {
+	parse, ok := sip.DefaultHeadersParser()[lname]
+	if !ok {
+		return nil
+	}
+	if _, err := parse([]byte(lname), v); err != nil {
+		return fmt.Errorf("%w: %q is not a valid %s value", ErrBadValue, v, canonName(lname))
+	}
+	return nil
 }
 
 func (c *Compiled) allowed(lname string) bool {
@@ -231,6 +247,9 @@ func (c *Compiled) Apply(m Message) error {
 	for i, r := range c.rules {
 		switch r.action {
 		case "add":
+			if err := checkTyped(r.lname, r.value); err != nil {
+				return fmt.Errorf("rule %d (add %s): %w", i, r.name, err)
+			}
 			m.AppendHeader(sip.NewHeader(r.name, r.value))
 		case "remove":
 			removed := removeAll(m, r.lname)
@@ -254,6 +273,9 @@ func (c *Compiled) Apply(m Message) error {
 					v = r.re.ReplaceAllString(h.Value(), r.value)
 				}
 				if err := CheckValue(v); err != nil {
+					return fmt.Errorf("rule %d (replace %s): %w", i, r.name, err)
+				}
+				if err := checkTyped(r.lname, v); v != "" && err != nil {
 					return fmt.Errorf("rule %d (replace %s): %w", i, r.name, err)
 				}
 				vals = append(vals, v)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/nyaruka/phonenumbers"
@@ -193,12 +194,10 @@ func Compile(cfg Config) (*Table, error) {
 	return t, nil
 }
 
+// atoi reads a country calling code (1 to 3 digits); -1 otherwise.
 func atoi(s string) int {
-	v := 0
-	for i := 0; i < len(s) && i < 4; i++ {
-		v = v*10 + int(s[i]-'0')
-	}
-	if len(s) > 3 {
+	v, err := strconv.Atoi(s)
+	if err != nil || len(s) > 3 {
 		return -1
 	}
 	return v
