@@ -564,3 +564,18 @@ func TestSetConfigAndCloseIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// FuzzSplitHostPort: a static server entry either parses into a non-empty
+// host and a non-zero port or is rejected; it never panics.
+func FuzzSplitHostPort(f *testing.F) {
+	for _, s := range []string{"sip.example.com:5061", "sip.example.com", "[::1]:5061", "::1", "127.0.0.1:0", "host:99999", ":5060", "a:b:c", " sbc.test. "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		host, port, err := splitHostPort(s, 5061)
+		if err == nil && (host == "" || port == 0) {
+			t.Fatalf("%q: host %q port %d without error", s, host, port)
+		}
+		_ = serverAddr(s)
+	})
+}
