@@ -88,7 +88,9 @@
 // (timeout, network error, SERVFAIL, REFUSED) an expired answer younger than
 // Stale past its expiry is served and counted. Servers are tried in order
 // with Timeout each, starting from the last one that answered; truncated UDP
-// answers are retried over TCP.
+// answers are retried over TCP. While DNS is down, a stale answer is served
+// for 5 s before DNS is asked again, and a failure with nothing stale is
+// remembered for 2 s, so that calls do not each wait for dead servers.
 //
 // Metrics (when reg != nil): esbc_dns_queries_total{type,result},
 // esbc_dns_cache_total{result="hit|miss|refresh|stale"}, esbc_trunk_target_up{trunk,target}.

@@ -43,6 +43,9 @@ const (
 	// staleRetry is how long a stale answer is served before DNS is asked
 	// again, so that calls do not each wait for dead servers.
 	staleRetry = 5 * time.Second
+	// failRetry is how long a failure with nothing stale to serve is
+	// remembered, for the same reason.
+	failRetry = 2 * time.Second
 	// maxNAPTRDepth bounds chains of non-terminal NAPTR records.
 	maxNAPTRDepth = 4
 )
@@ -64,6 +67,8 @@ type entry struct {
 	refreshAt  time.Time
 	staleUntil time.Time
 	refreshing bool
+	err        error     // last failure when nothing could be served
+	errUntil   time.Time // err is returned without asking until then
 }
 
 type flight struct {
@@ -489,6 +494,11 @@ func (r *Resolver) query(ctx context.Context, name string, qtype uint16) ([]dns.
 	for {
 		now := r.now()
 		r.mu.Lock()
+		if e := r.cache[key]; e != nil && e.err != nil && now.Before(e.errUntil) {
+			err := e.err
+			r.mu.Unlock()
+			return nil, err
+		}
 		if e := r.cache[key]; e != nil && now.Before(e.expires) {
 			if !e.refreshing && !now.Before(e.refreshAt) && !r.closed {
 				e.refreshing = true
@@ -559,6 +569,13 @@ func (r *Resolver) store(key cacheKey, rrs []dns.RR, ttl time.Duration, err erro
 		r.log.Warn("dns: serving stale answer", zap.String("name", key.name),
 			zap.String("type", dns.TypeToString[key.qtype]), zap.Time("stale_until", old.staleUntil), zap.Error(err))
 		return old.rrs, nil
+	}
+	if errors.Is(err, ErrDNSUnavailable) {
+		if old == nil {
+			old = &entry{}
+			r.cache[key] = old
+		}
+		old.err, old.errUntil = err, now.Add(failRetry)
 	}
 	return nil, err
 }

@@ -488,6 +488,26 @@ func TestNAPTRFailureDoesNotBlockSRV(t *testing.T) {
 	}
 }
 
+// TestFailureRemembered: with DNS down and nothing stale, a failure is
+// remembered for failRetry so that calls do not each wait for dead servers.
+func TestFailureRemembered(t *testing.T) {
+	s := startDNS(t, "127.0.0.1", "_sips._tcp.fr.test. 30 IN SRV 0 0 5061 h.fr.test.", "h.fr.test. 30 IN A 127.0.0.99")
+	s.setRcode(dns.RcodeServerFailure)
+	r, clk := newTestResolver(t, s.addr)
+	if _, err := r.Lookup(context.Background(), "fr.test", "tls", nil); !errors.Is(err, ErrDNSUnavailable) {
+		t.Fatalf("err = %v, want ErrDNSUnavailable", err)
+	}
+	asked := s.total()
+	if _, err := r.Lookup(context.Background(), "fr.test", "tls", nil); !errors.Is(err, ErrDNSUnavailable) || s.total() != asked {
+		t.Fatalf("second lookup: err %v, %d new queries; want the remembered failure, 0", err, s.total()-asked)
+	}
+	s.setRcode(0)
+	clk.Advance(failRetry)
+	if got := addrs(lookup(t, r, "fr.test", "tls", nil)); len(got) != 1 || got[0] != "127.0.0.99:5061" {
+		t.Fatalf("after failRetry: %v", got)
+	}
+}
+
 func TestTruncatedAnswerRetriedOverTCP(t *testing.T) {
 	s := startDNS(t, "127.0.0.1", "_sip._tcp.tc.test. 300 IN SRV 0 0 5060 h.tc.test.", "h.tc.test. 300 IN A 127.0.0.95")
 	s.mu.Lock()
