@@ -1,0 +1,269 @@
+package test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// secApp is a running esbc binary, with the addresses its logs announced.
+type secApp struct {
+	cmd   *exec.Cmd
+	cfg   string
+	mu    sync.Mutex
+	logs  []string
+	addrs map[string]string // "admin", "lan/udp", "lan/tcp", "wan/udp"
+	ready chan struct{}
+	exit  chan error
+}
+
+func secBuild(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "esbc")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/esbc")
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/esbc: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func secAppConfig(lanDeny string) string {
+	return fmt.Sprintf(`log: { level: info, format: json }
+admin: { listen: "127.0.0.1:0" }
+lan:
+  listen: ["udp://127.0.0.1:0", "tcp://127.0.0.1:0"]
+  advertise: 127.0.0.1
+  pbx: { uri: "sip:127.0.0.1:5999;transport=udp" }
+  acl: { allow: ["127.0.0.0/8"], deny: [%s] }
+wan:
+  listen: ["udp://127.0.0.1:0"]
+  advertise: 127.0.0.1
+cdr: { file: "" }
+security:
+  rate_limit: { per_ip: 30, burst: 60, ban: 10m }
+  user_agent_deny: ["friendly-scanner"]
+`, lanDeny)
+}
+
+func secStartApp(t *testing.T, cfg string) *secApp {
+	t.Helper()
+	dir := t.TempDir()
+	a := &secApp{cfg: filepath.Join(dir, "esbc.yaml"), addrs: map[string]string{}, ready: make(chan struct{}), exit: make(chan error, 1)}
+	if err := os.WriteFile(a.cfg, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.cmd = exec.Command(secBuild(t), "run", "--config", a.cfg)
+	stderr, err := a.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		var once sync.Once
+		for sc.Scan() {
+			var m map[string]any
+			_ = json.Unmarshal(sc.Bytes(), &m)
+			a.mu.Lock()
+			a.logs = append(a.logs, sc.Text())
+			switch m["msg"] {
+			case "admin listener bound":
+				a.addrs["admin"] = fmt.Sprint(m["addr"])
+			case "sip listener bound":
+				a.addrs[fmt.Sprintf("%v/%v", m["side"], m["network"])] = fmt.Sprint(m["addr"])
+			case "esbc ready":
+				once.Do(func() { close(a.ready) })
+			}
+			a.mu.Unlock()
+		}
+		a.exit <- a.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-a.exit:
+		case <-time.After(15 * time.Second):
+			_ = a.cmd.Process.Kill()
+			<-a.exit
+		}
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	})
+	select {
+	case <-a.ready:
+	case err := <-a.exit:
+		a.exit <- err
+		t.Fatalf("esbc exited: %v\n%s", err, a.log())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("esbc not ready\n%s", a.log())
+	}
+	return a
+}
+
+func (a *secApp) log() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return strings.Join(a.logs, "\n")
+}
+
+func (a *secApp) addr(k string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.addrs[k]
+}
+
+func (a *secApp) http(t *testing.T, method, path string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+a.addr("admin")+path, nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// metric returns the value of the sample line starting with series.
+func (a *secApp) metric(t *testing.T, series string) float64 {
+	t.Helper()
+	_, body := a.http(t, "GET", "/metrics")
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, series+" ") {
+			v, _ := strconv.ParseFloat(strings.TrimSpace(l[len(series):]), 64)
+			return v
+		}
+	}
+	return 0
+}
+
+// secAsk sends an OPTIONS for esbc itself from c to addr and returns the
+// first line of the answer.
+func secAsk(t *testing.T, c *net.UDPConn, addr string) string {
+	t.Helper()
+	dst, _ := net.ResolveUDPAddr("udp", addr)
+	msg := strings.Replace(string(secRawOptions(c.LocalAddr().String())), "OPTIONS sip:127.0.0.1 ", "OPTIONS sip:"+addr+" ", 1)
+	if _, err := c.WriteTo([]byte(msg), dst); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4096)
+	n, _, err := c.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("no answer from %s to %s: %v", addr, c.LocalAddr(), err)
+	}
+	line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
+	return line
+}
+
+// secSend sends an OPTIONS without waiting for an answer.
+func secSend(t *testing.T, c *net.UDPConn, addr string) {
+	t.Helper()
+	dst, _ := net.ResolveUDPAddr("udp", addr)
+	if _, err := c.WriteTo(secRawOptions(c.LocalAddr().String()), dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSecurityApp drives the edge through the whole esbc binary: app.go
+// opens the sockets, edge.go wraps them with acl, the admin API shows bans.
+func TestSecurityApp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	a := secStartApp(t, secAppConfig(`"127.0.0.2/32"`))
+	lan, wan := a.addr("lan/udp"), a.addr("wan/udp")
+	pbx := secUDP(t, "127.0.0.1")
+	denied := secUDP(t, "127.0.0.2")
+	other := secUDP(t, "127.0.0.3")
+
+	// LAN: allowed sources answered, a denied one gets nothing.
+	secSend(t, denied, lan)
+	if l := secAsk(t, pbx, lan); l != "SIP/2.0 200 OK" {
+		t.Fatalf("PBX OPTIONS: %q", l)
+	}
+	secNoDatagram(t, denied)
+	if l := secAsk(t, other, lan); l != "SIP/2.0 200 OK" {
+		t.Fatalf("127.0.0.3 OPTIONS: %q", l)
+	}
+	if v := a.metric(t, `esbc_acl_dropped_total{reason="denied",side="lan"}`); v != 1 {
+		t.Fatalf("lan denied = %v", v)
+	}
+	// WAN: an empty allow list admits only trunk servers (none here).
+	secSend(t, pbx, wan)
+	if l := secAsk(t, pbx, lan); l != "SIP/2.0 200 OK" {
+		t.Fatalf("PBX OPTIONS: %q", l)
+	}
+	if v := a.metric(t, `esbc_acl_dropped_total{reason="denied",side="wan"}`); v != 1 {
+		t.Fatalf("wan denied = %v", v)
+	}
+
+	// Flood from 127.0.0.5: banned, visible and removable in the admin API;
+	// the PBX (trusted) is served during and after.
+	flooder := secUDP(t, "127.0.0.5")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() {
+		done <- secFlood(ctx, flooder, net.UDPAddrFromAddrPort(secAddrPort(lan)), 20000, 2*time.Second)
+	}()
+	for i := 0; i < 20; i++ {
+		if l := secAsk(t, pbx, lan); l != "SIP/2.0 200 OK" {
+			t.Fatalf("PBX OPTIONS during the flood: %q", l)
+		}
+	}
+	sent := <-done
+	cancel()
+	code, body := a.http(t, "GET", "/api/v1/bans")
+	if code != 200 || !strings.Contains(body, `"addr":"127.0.0.5"`) || !strings.Contains(body, `"reason":"rate_limit"`) {
+		t.Fatalf("GET /api/v1/bans after %d datagrams: %d %s", sent, code, body)
+	}
+	if v := a.metric(t, "esbc_acl_banned"); v != 1 {
+		t.Errorf("esbc_acl_banned = %v", v)
+	}
+	if code, _ := a.http(t, "DELETE", "/api/v1/bans/127.0.0.5"); code != 204 {
+		t.Fatalf("DELETE ban: %d", code)
+	}
+	if l := secAsk(t, flooder, lan); l != "SIP/2.0 200 OK" {
+		t.Fatalf("after unban: %q", l)
+	}
+
+	// Reload: deny 127.0.0.3 too (SIGHUP); it gets nothing from then on.
+	if err := os.WriteFile(a.cfg, []byte(secAppConfig(`"127.0.0.2/32", "127.0.0.3/32"`)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := a.metric(t, `esbc_config_reload_total{result="success"}`)
+	_ = a.cmd.Process.Signal(syscall.SIGHUP)
+	for i := 0; a.metric(t, `esbc_config_reload_total{result="success"}`) <= before; i++ {
+		if i > 1000 {
+			t.Fatalf("no reload\n%s", a.log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	secSend(t, other, lan)
+	if l := secAsk(t, pbx, lan); l != "SIP/2.0 200 OK" {
+		t.Fatalf("PBX OPTIONS after reload: %q", l)
+	}
+	secNoDatagram(t, other)
+	if v := a.metric(t, `esbc_acl_dropped_total{reason="denied",side="lan"}`); v != 2 {
+		t.Fatalf("lan denied after reload = %v", v)
+	}
+}
+
+func secAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
