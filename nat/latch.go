@@ -17,6 +17,7 @@ const (
 	LatchAny
 )
 
+// String returns "off", "ip" or "any" (logs, admin API).
 func (m LatchMode) String() string {
 	switch m {
 	case LatchOff:
@@ -33,14 +34,17 @@ func (m LatchMode) String() string {
 type Verdict uint8
 
 const (
-	// Drop: not from the leg's peer (no "RTP bleed"); count it.
+	// Drop means the packet is not from the leg's peer (no "RTP bleed"):
+	// count it and drop it.
 	Drop Verdict = iota
-	// Accept: from the peer; relay it.
+	// Accept means the packet is from the peer: relay it.
 	Accept
-	// Latched: accepted and the leg now sends to this source (Latch.Peer).
+	// Latched means the packet is accepted and the leg now sends to its
+	// source (Latch.Peer).
 	Latched
 )
 
+// String returns "drop", "accept" or "latched".
 func (v Verdict) String() string {
 	switch v {
 	case Drop:
