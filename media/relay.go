@@ -100,8 +100,9 @@ type worker struct {
 	conn   *net.UDPConn
 	isRTCP bool
 
-	buf, plain, out []byte
-	hdr             rtp.Header
+	buf   []byte // the packet is read, decrypted, transcoded and encrypted in place
+	spare []byte // copy of a packet while an old decrypt context is still valid
+	hdr   rtp.Header
 
 	epoch   uint64
 	latched netip.AddrPort
@@ -126,8 +127,6 @@ const bufSize = 1500 + 64
 func (e *Engine) loop(w *worker) {
 	defer w.ep.wg.Done()
 	w.buf = make([]byte, bufSize)
-	w.plain = make([]byte, bufSize)
-	w.out = make([]byte, bufSize)
 	for !w.serve() {
 	}
 }
@@ -251,9 +250,9 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort) {
 		}
 		var err error
 		if rtcpPkt {
-			out, err = w.enc.EncryptRTCP(w.out, plain, nil)
+			out, err = w.enc.EncryptRTCP(plain, plain, nil)
 		} else {
-			out, err = w.enc.EncryptRTP(w.out, plain, &w.hdr)
+			out, err = w.enc.EncryptRTP(plain, plain, &w.hdr)
 			if err == nil {
 				w.noteSent(o)
 			}
@@ -345,25 +344,34 @@ func (w *worker) rekeySend(k *keys) bool {
 	return true
 }
 
+// decrypt works in place. While a previous key may still be in use the
+// packet is copied first: a failed AEAD open may wipe its buffer.
 func (w *worker) decrypt(pkt []byte, rtcpPkt bool) ([]byte, error) {
 	var out []byte
 	var err error
+	if w.oldDec != nil {
+		if w.spare == nil {
+			w.spare = make([]byte, bufSize)
+		}
+		copy(w.spare, pkt)
+	}
 	if rtcpPkt {
-		out, err = w.dec.DecryptRTCP(w.plain, pkt, nil)
+		out, err = w.dec.DecryptRTCP(pkt, pkt, nil)
 	} else {
-		out, err = w.dec.DecryptRTP(w.plain, pkt, &w.hdr)
+		out, err = w.dec.DecryptRTP(pkt, pkt, &w.hdr)
 	}
 	if err == nil {
-		w.oldDec = nil
+		w.oldDec, w.spare = nil, nil
 		return out, nil
 	}
 	if w.oldDec == nil {
 		return nil, err
 	}
+	pkt = pkt[:copy(pkt, w.spare[:len(pkt)])]
 	if rtcpPkt {
-		return w.oldDec.DecryptRTCP(w.plain, pkt, nil)
+		return w.oldDec.DecryptRTCP(pkt, pkt, nil)
 	}
-	return w.oldDec.DecryptRTP(w.plain, pkt, &w.hdr)
+	return w.oldDec.DecryptRTP(pkt, pkt, &w.hdr)
 }
 
 // noteSent publishes the SSRC and ROC sent toward o (for State), cheaply:

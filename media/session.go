@@ -447,6 +447,10 @@ func (s *Session) stream(i int, media string) (*stream, bool, error) {
 	return st, true, nil
 }
 
+// sockBuf is the SO_RCVBUF asked for on media sockets (the kernel caps it
+// at net.core.rmem_max): about 1,500 queued G.711 packets.
+const sockBuf = 1 << 20
+
 func (s *Session) bind(leg, index int, media string) (*endpoint, error) {
 	cfg := s.e.config()
 	addr := s.legs[leg].BindAddr
@@ -470,6 +474,12 @@ func (s *Session) bind(leg, index int, media string) (*endpoint, error) {
 			_ = c1.Close()
 			s.e.pool.put(port, time.Now(), cfg.Quarantine)
 			continue
+		}
+		// A deeper receive queue rides out scheduling stalls (a shared or
+		// busy host) instead of dropping; the memory is only used when
+		// packets actually queue.
+		for _, c := range []*net.UDPConn{c1, c2} {
+			_ = c.SetReadBuffer(sockBuf)
 		}
 		v6 := addr.Is6() && !addr.Is4In6()
 		if cfg.DSCP > 0 {

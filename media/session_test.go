@@ -81,12 +81,18 @@ func exchange(t *testing.T, c *call, tag string) {
 }
 
 func TestRekeyFromTrunk(t *testing.T) {
+	for _, tag := range []int{1, 3} { // AES-CM and AEAD (a failed GCM open wipes its buffer)
+		t.Run(sdp.Suites[tag-1].Name, func(t *testing.T) { testRekey(t, tag) })
+	}
+}
+
+func testRekey(t *testing.T, tag int) {
 	e, _ := newEngine(t, nil)
-	c := setupCall(t, e, 1, false)
+	c := setupCall(t, e, tag, false)
 	exchange(t, c, "key1")
 	oldEnc := c.trunk.enc
 	// The trunk re-INVITEs with a fresh key (RFC 4568 7.1.4).
-	nk, _ := sdp.NewCrypto(1, "AES_CM_128_HMAC_SHA1_80")
+	nk, _ := sdp.NewCrypto(tag, c.trunk.encCrypto.Suite)
 	out, err := c.s.Offer(1, offerSDP(c.trunk.port(), 0, "RTP/SAVP", "a=crypto:"+nk.String()))
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +105,7 @@ func TestRekeyFromTrunk(t *testing.T) {
 		t.Fatal(err)
 	}
 	am := mustParse(t, back).Media[0]
-	ours := cryptoByTag(t, am, 1)
+	ours := cryptoByTag(t, am, tag)
 	if bytes.Equal(ours.Key, c.trunk.decCrypto.Key) {
 		t.Fatal("esbc did not re-key its direction when the peer re-keyed")
 	}
