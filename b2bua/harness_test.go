@@ -201,6 +201,7 @@ type uas struct {
 	authUser, authPass string
 	authed             atomic.Int32
 	contact            sip.ContactHeader
+	answerSDP          func(offer []byte) []byte // in-dialog answers; nil mirrors the offer
 }
 
 func newUAS(st *stack, contactHost string) *uas {
@@ -231,6 +232,7 @@ func newUAS(st *stack, contactHost string) *uas {
 		u.answer(req, tx, 0)
 	})
 	st.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
+		u.record(req, false)
 		_ = u.dsc.ReadAck(req, tx)
 	})
 	st.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
@@ -289,7 +291,13 @@ func (u *uas) requests(m sip.RequestMethod) []*sip.Request {
 func (u *uas) inDialog(req *sip.Request, tx sip.ServerTransaction) {
 	var body []byte
 	if req.Method == sip.INVITE || req.Method == sip.UPDATE {
-		body = answerFor(req.Body())
+		u.mu.Lock()
+		ans := u.answerSDP
+		u.mu.Unlock()
+		if ans == nil {
+			ans = answerFor
+		}
+		body = ans(req.Body())
 	}
 	res := sip.NewResponseFromRequest(req, 200, "OK", body)
 	if len(body) > 0 {
@@ -607,5 +615,12 @@ func errorsAs(err error, target any) bool { return errors.As(err, target) }
 func (u *uas) setScript(f func(u *uas, req *sip.Request, tx sip.ServerTransaction)) {
 	u.mu.Lock()
 	u.onInvite = f
+	u.mu.Unlock()
+}
+
+// setAnswer sets how in-dialog offers are answered.
+func (u *uas) setAnswer(f func([]byte) []byte) {
+	u.mu.Lock()
+	u.answerSDP = f
 	u.mu.Unlock()
 }

@@ -102,13 +102,14 @@ func (b *B2BUA) onInDialog(_ *side, req *sip.Request, tx sip.ServerTransaction) 
 	seq := peer.Dialog.LocalCSeq
 	cfg := c.cfg
 	c.mu.Unlock()
-	if req.Method == sip.INVITE {
-		defer func() {
+	done := func() {
+		if req.Method == sip.INVITE {
 			c.mu.Lock()
 			c.pending[l.idx] = false
 			c.mu.Unlock()
-		}()
+		}
 	}
+	defer done() // early returns; cleared again (idempotent) before the response
 
 	body := req.Body()
 	if offer && len(body) > 0 && c.media != nil && isSDP(req) {
@@ -189,6 +190,7 @@ func (b *B2BUA) onInDialog(_ *side, req *sip.Request, tx sip.ServerTransaction) 
 		}
 	}
 	b.decorate(out2)
+	done()
 	if err := tx.Respond(out2); err != nil {
 		b.log.Debug("in-dialog response failed", zap.String("call", c.ID), zap.Error(err))
 	}

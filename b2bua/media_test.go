@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,9 +70,23 @@ func sdpAddr(t testing.TB, body []byte) netip.AddrPort {
 // srtpPeer is the trunk's media: its own key, and a context built
 // independently (pion/srtp) from the key esbc offered.
 type srtpPeer struct {
-	conn     *net.UDPConn
-	key      []byte // key||salt the trunk encrypts with
-	enc, dec *srtp.Context
+	conn *net.UDPConn
+	mu   sync.Mutex // guards key, enc, dec (set from SIP handler goroutines)
+	key  []byte     // key||salt the trunk encrypts with
+	enc  *srtp.Context
+	dec  *srtp.Context
+}
+
+func (p *srtpPeer) contexts() (enc, dec *srtp.Context) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.enc, p.dec
+}
+
+func (p *srtpPeer) setContexts(enc, dec *srtp.Context) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.enc, p.dec = enc, dec
 }
 
 func newSRTPPeer(t testing.TB, ip string) *srtpPeer {
@@ -95,21 +111,30 @@ func newSRTPPeer(t testing.TB, ip string) *srtpPeer {
 func (p *srtpPeer) answer(t testing.TB, offer []byte) []byte {
 	m := reCrypto.FindSubmatch(offer)
 	if m == nil {
-		t.Fatalf("no AES_CM_128_HMAC_SHA1_80 crypto offered toward the trunk:\n%s", offer)
+		t.Errorf("no AES_CM_128_HMAC_SHA1_80 crypto offered toward the trunk:\n%s", offer)
+		return nil
 	}
 	k, err := base64.StdEncoding.DecodeString(string(m[3]))
 	if err != nil || len(k) != 30 {
-		t.Fatalf("bad inline key %q", m[3])
+		t.Errorf("bad inline key %q", m[3])
+		return nil
 	}
-	p.dec, err = srtp.CreateContext(k[:16], k[16:], srtp.ProtectionProfileAes128CmHmacSha1_80, srtp.SRTPReplayProtection(64))
+	dec, err := srtp.CreateContext(k[:16], k[16:], srtp.ProtectionProfileAes128CmHmacSha1_80, srtp.SRTPReplayProtection(64))
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return nil
 	}
+	p.mu.Lock()
+	p.dec = dec
+	p.mu.Unlock()
 	la := p.conn.LocalAddr().(*net.UDPAddr)
+	p.mu.Lock()
+	key := p.key
+	p.mu.Unlock()
 	return []byte(fmt.Sprintf("v=0\r\no=- 7 7 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"+
 		"m=audio %d RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"+
 		"a=crypto:%s AES_CM_128_HMAC_SHA1_80 inline:%s\r\na=sendrecv\r\n",
-		la.IP, la.IP, la.Port, m[1], base64.StdEncoding.EncodeToString(p.key)))
+		la.IP, la.IP, la.Port, m[1], base64.StdEncoding.EncodeToString(key)))
 }
 
 func rtpPacket(seq uint16, payload []byte) []byte {
@@ -126,11 +151,12 @@ func exchange(t testing.TB, pbx *net.UDPConn, esbcLAN netip.AddrPort, trk *srtpP
 	fromTrunk := bytes.Repeat([]byte{0x55}, 160)
 	gotAtTrunk, gotAtPBX := false, false
 	buf := make([]byte, 1500)
+	encCtx, decCtx := trk.contexts()
 	for seq := uint16(1); seq < 200 && !(gotAtTrunk && gotAtPBX); seq++ {
 		if _, err := pbx.WriteToUDPAddrPort(rtpPacket(seq, fromPBX), esbcLAN); err != nil {
 			t.Fatal(err)
 		}
-		enc, err := trk.enc.EncryptRTP(nil, rtpPacket(seq, fromTrunk), nil)
+		enc, err := encCtx.EncryptRTP(nil, rtpPacket(seq, fromTrunk), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +165,7 @@ func exchange(t testing.TB, pbx *net.UDPConn, esbcLAN netip.AddrPort, trk *srtpP
 		}
 		_ = trk.conn.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 		if n, _, err := trk.conn.ReadFromUDPAddrPort(buf); err == nil {
-			dec, err := trk.dec.DecryptRTP(nil, buf[:n], nil)
+			dec, err := decCtx.DecryptRTP(nil, buf[:n], nil)
 			if err == nil {
 				var p rtp.Packet
 				if p.Unmarshal(dec) == nil && bytes.Equal(p.Payload, fromPBX) {
@@ -163,57 +189,81 @@ func exchange(t testing.TB, pbx *net.UDPConn, esbcLAN netip.AddrPort, trk *srtpP
 	}
 }
 
-// TestOutboundMediaEndToEnd: PBX (UDP, RTP) → esbc → trunk (TLS, SRTP); the
-// payload is checked at both ends, SRTP by an independent pion context.
-func TestOutboundMediaEndToEnd(t *testing.T) {
-	e := withMedia(t, envOpts{})
-	trk := newSRTPPeer(t, trunkIP)
+// mediaCall is an outbound call with media anchored by esbc.
+type mediaCall struct {
+	s        *sipgo.DialogClientSession // the PBX's dialog
+	trkSess  *sipgo.DialogServerSession // the trunk's dialog
+	pbxRTP   *net.UDPConn
+	trk      *srtpPeer
+	lan, wan netip.AddrPort // esbc's media addresses toward PBX and trunk
+}
+
+func setupMediaCall(t *testing.T, ctx context.Context, e *env) *mediaCall {
+	t.Helper()
+	mc := &mediaCall{trk: newSRTPPeer(t, trunkIP)}
 	e.trkUAS.setScript(func(u *uas, req *sip.Request, tx sip.ServerTransaction) {
 		sess, err := u.dsc.ReadInvite(req, tx)
 		if err != nil {
 			return
 		}
 		u.sessions <- sess
-		_ = sess.Respond(200, "OK", trk.answer(t, req.Body()), sip.NewHeader("Content-Type", "application/sdp"))
+		_ = sess.Respond(200, "OK", mc.trk.answer(t, req.Body()), sip.NewHeader("Content-Type", "application/sdp"))
 	})
-	pbxRTP, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(pbxIP)})
+	e.trkUAS.setAnswer(func(offer []byte) []byte { return mc.trk.answer(t, offer) })
+	var err error
+	mc.pbxRTP, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(pbxIP)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pbxRTP.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	t.Cleanup(func() { mc.pbxRTP.Close() })
+	pbxPort := mc.pbxRTP.LocalAddr().(*net.UDPAddr).Port
+	var ver atomic.Int32
+	ver.Store(10)
+	e.pbxUAS.setAnswer(func([]byte) []byte {
+		return []byte(strings.Replace(string(sdpOffer(pbxIP, pbxPort)), "o=- 1 1", fmt.Sprintf("o=- 1 %d", ver.Add(1)), 1))
+	})
 	uri := sip.Uri{Scheme: "sip", User: "94155550123", Host: lanIP, Port: e.lan.port()}
-	s, err := e.pbxUAC.dcc.Invite(ctx, uri, sdpOffer(pbxIP, pbxRTP.LocalAddr().(*net.UDPAddr).Port),
+	mc.s, err = e.pbxUAC.dcc.Invite(ctx, uri, sdpOffer(pbxIP, mc.pbxRTP.LocalAddr().(*net.UDPAddr).Port),
 		sip.NewHeader("Content-Type", "application/sdp"),
 		&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "+14155550100", Host: "pbx.corp.local"}, Params: sip.HeaderParams{{K: "tag", V: "pbxtag1"}}},
 		sip.NewHeader("X-Internal-Secret", "lan-only"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+	if err := mc.s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Ack(ctx); err != nil {
+	if err := mc.s.Ack(ctx); err != nil {
 		t.Fatal(err)
 	}
+	mc.trkSess = <-e.trkUAS.sessions
+	mc.lan = sdpAddr(t, mc.s.InviteResponse.Body())
+	mc.wan = sdpAddr(t, e.trkUAS.lastInvite().Body())
+	return mc
+}
+
+// TestOutboundMediaEndToEnd: PBX (UDP, RTP) → esbc → trunk (TLS, SRTP); the
+// payload is checked at both ends, SRTP by an independent pion context.
+func TestOutboundMediaEndToEnd(t *testing.T) {
+	e := withMedia(t, envOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	mc := setupMediaCall(t, ctx, e)
 	inv := e.trkUAS.lastInvite()
-	assertHidden(t, inv.String(), s.InviteRequest.CallID().Value(), e)
-	esbcLAN := sdpAddr(t, s.InviteResponse.Body())
-	esbcWAN := sdpAddr(t, inv.Body())
-	if esbcLAN.Addr().String() != lanIP || esbcWAN.Addr().String() != wanIP {
-		t.Fatalf("media anchored at %s / %s", esbcLAN, esbcWAN)
+	assertHidden(t, inv.String(), mc.s.InviteRequest.CallID().Value(), e)
+	if mc.lan.Addr().String() != lanIP || mc.wan.Addr().String() != wanIP {
+		t.Fatalf("media anchored at %s / %s", mc.lan, mc.wan)
 	}
 	if !strings.Contains(string(inv.Body()), "RTP/SAVP") {
 		t.Error("offer toward the trunk is not RTP/SAVP")
 	}
-	exchange(t, pbxRTP, esbcLAN, trk, esbcWAN)
+	exchange(t, mc.pbxRTP, mc.lan, mc.trk, mc.wan)
 
 	calls := e.b.Calls()
 	if len(calls) != 1 || calls[0].Legs[1].Media == nil || calls[0].Legs[1].Media.Suite == "" {
 		t.Errorf("admin view of the call: %+v", calls)
 	}
-	if err := s.Bye(ctx); err != nil {
+	if err := mc.s.Bye(ctx); err != nil {
 		t.Fatal(err)
 	}
 	cdr := e.waitEnded(1)[0]
