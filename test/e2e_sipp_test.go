@@ -144,10 +144,11 @@ func (n *e2eNet) uac(t *testing.T, name, sf, transport string, target, service s
 		"-i", "127.0.0.1", "-p", strconv.Itoa(n.caller), "-mp", strconv.Itoa(n.callerMedia),
 		"-s", service, "-m", strconv.Itoa(calls), "-r", strconv.Itoa(rate),
 		"-d", strconv.Itoa(int(hold / time.Millisecond)),
-		"-key", "pcap", pcapG711a, "-key", "pai", "4155550100", "-key", "privacy", "none",
 		"-recv_timeout", "10000", "-timeout", "120", "-timeout_error",
 	}
+	// SIPp keeps the first value of a -key: the caller's keys go first.
 	args = append(args, keys...)
+	args = append(args, "-key", "pcap", pcapG711a, "-key", "pai", "4155550100", "-key", "privacy", "none")
 	s := e2eStartSIPp(t, n.dir, name, true, args...)
 	err := s.wait(t, 150*time.Second)
 	c := s.counts(t)
@@ -398,8 +399,19 @@ func checkTrunkInvites(t *testing.T, n *e2eNet, pbx, trunk *e2eSIPp, privacy boo
 		} else if u := uriUser(from); u != fromUser || !strings.Contains(from, "@trunk.example.test") {
 			errs = append(errs, fmt.Sprintf("From %q, want user %s at the trunk domain", from, fromUser))
 		}
-		if pai := inv.Header("p-asserted-identity"); uriUser(pai) != callerID && !strings.Contains(pai, "tel:"+callerID) {
-			errs = append(errs, fmt.Sprintf("P-Asserted-Identity %q, want %s", pai, callerID))
+		pais := inv.Headers["p-asserted-identity"]
+		if len(pais) == 0 {
+			errs = append(errs, "no P-Asserted-Identity")
+		}
+		for _, pai := range pais {
+			if uriUser(pai) != callerID && !strings.Contains(pai, "tel:"+callerID) {
+				errs = append(errs, fmt.Sprintf("P-Asserted-Identity %q, want %s (the PBX's own must not cross)", pai, callerID))
+			}
+		}
+		for _, h := range []string{"from", "to", "call-id", "cseq", "max-forwards", "content-type", "content-length", "privacy", "user-agent"} {
+			if n := len(inv.Headers[h]); n > 1 {
+				errs = append(errs, fmt.Sprintf("%d %s headers: %q", n, h, inv.Headers[h]))
+			}
 		}
 		for _, h := range []string{"x-pbx-internal"} {
 			if v := inv.Header(h); v != "" {
