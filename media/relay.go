@@ -1,6 +1,7 @@
 package media
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -113,6 +114,7 @@ type worker struct {
 
 	sendKeys *keys
 	enc      *srtp.Context
+	seqMap   seqMap
 	lastSSRC uint32
 	lastSeq  uint16
 	hasSSRC  bool
@@ -249,6 +251,9 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort) {
 			}
 		}
 		var err error
+		if !rtcpPkt {
+			w.seqMap.apply(plain)
+		}
 		if rtcpPkt {
 			out, err = w.enc.EncryptRTCP(plain, plain, nil)
 		} else {
@@ -262,12 +267,15 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort) {
 			return
 		}
 	}
-	if _, err := conn.WriteToUDPAddrPort(out, dst); err != nil {
-		o.drop(reasonSend)
-		return
-	}
+	// Counted before the send so that a reader of Stats who saw the packet
+	// arrive also sees it counted.
 	o.st.packetsOut.Add(1)
 	o.st.bytesOut.Add(uint64(len(out)))
+	if _, err := conn.WriteToUDPAddrPort(out, dst); err != nil {
+		o.st.packetsOut.Add(^uint64(0))
+		o.st.bytesOut.Add(^uint64(len(out) - 1))
+		o.drop(reasonSend)
+	}
 }
 
 func arrivalUnits(now time.Time, rate int64) int64 {
@@ -413,10 +421,48 @@ func (w *worker) relayRaw(px *plan, pkt []byte, from netip.AddrPort, now time.Ti
 		ep.drop(reasonNoPeer)
 		return
 	}
-	if _, err := o.rtp.WriteToUDPAddrPort(pkt, dst); err != nil {
-		o.drop(reasonSend)
-		return
-	}
 	o.st.packetsOut.Add(1)
 	o.st.bytesOut.Add(uint64(len(pkt)))
+	if _, err := o.rtp.WriteToUDPAddrPort(pkt, dst); err != nil {
+		o.st.packetsOut.Add(^uint64(0))
+		o.st.bytesOut.Add(^uint64(len(pkt) - 1))
+		o.drop(reasonSend)
+	}
+}
+
+// seqMap keeps the sequence numbers sent toward an SRTP peer continuous
+// when the source restarts its sequence under the same SSRC (a PBX after a
+// transfer or a media-server switch): a jump would otherwise make the far
+// end guess the wrong rollover counter or drop the packets as replays
+// (RFC 3711 3.3.1). A new SSRC starts unmapped, as a new source.
+type seqMap struct {
+	init            bool
+	ssrc            uint32
+	lastIn, lastOut uint16
+	off             uint16
+}
+
+func (m *seqMap) apply(p []byte) {
+	seq := binary.BigEndian.Uint16(p[2:4])
+	ssrc := binary.BigEndian.Uint32(p[8:12])
+	switch {
+	case !m.init || ssrc != m.ssrc:
+		*m = seqMap{init: true, ssrc: ssrc, lastIn: seq, lastOut: seq}
+		return
+	default:
+		d := seq - m.lastIn
+		switch {
+		case d < maxDropout: // in order, or a small gap
+			m.lastIn = seq
+			m.lastOut = seq + m.off
+		case d <= 1<<16-maxMisorder: // a jump: continue from the last sent
+			m.off = m.lastOut + 1 - seq
+			m.lastIn = seq
+			m.lastOut = seq + m.off
+		}
+		// else: reordered or duplicate, mapped with the current offset
+	}
+	if m.off != 0 {
+		binary.BigEndian.PutUint16(p[2:4], seq+m.off)
+	}
 }

@@ -38,7 +38,28 @@ type Session struct {
 	epoch   uint64
 }
 
-type origin struct{ id, ver uint64 }
+// origin is esbc's o= toward one leg: the version moves only when the SDP
+// sent there changes (RFC 3264 8: an unchanged SDP keeps its version).
+type origin struct {
+	id, ver uint64
+	sent    []byte
+}
+
+// finish writes our origin and address toward leg and marshals.
+func (s *Session) finish(leg int, out *sdp.Session) []byte {
+	o := &s.origin[leg]
+	adv := s.legs[leg].Advertise
+	out.SetConn(adv)
+	out.SetOrigin(o.id, o.ver, adv)
+	b := out.Marshal()
+	if o.sent != nil && !bytes.Equal(b, o.sent) {
+		o.ver++
+		out.SetOrigin(o.id, o.ver, adv)
+		b = out.Marshal()
+	}
+	o.sent = b
+	return b
+}
 
 type stream struct {
 	index int
@@ -331,11 +352,8 @@ func (s *Session) Offer(from int, body []byte) ([]byte, error) {
 	if active == 0 {
 		return rollback(fmt.Errorf("%w: %s", ErrNotAcceptable, reason))
 	}
-	s.origin[y].ver++
-	out.SetOrigin(s.origin[y].id, s.origin[y].ver, s.legs[y].Advertise)
-	out.SetConn(s.legs[y].Advertise)
 	s.pend = p
-	return out.Marshal(), nil
+	return s.finish(y, out), nil
 }
 
 // offerCrypto decides SRTP on the offerer's leg; "" means acceptable.
@@ -653,6 +671,11 @@ func (s *Session) Answer(from int, body []byte) ([]byte, error) {
 			commit{st.ep[x], mk(x, xCur, pl.remote, pl.remoteRTCP, pl.mux, xRecv, xSend, xcToX, xCodec, pl.direction)},
 			commit{st.ep[y], mk(y, yCur, yRemote, yRemoteRTCP, yMux, yRecv, ySend, xcToY, yCodec, ydir)})
 	}
+	for i := len(p.lines); i < len(s.streams); i++ {
+		if st := s.streams[i]; st != nil {
+			commits = append(commits, commit{st.ep[0], &plan{}}, commit{st.ep[1], &plan{}})
+		}
+	}
 	for _, c := range commits {
 		if cur := c.ep.plan.Load(); cur == nil || !c.pl.active || cur.epoch != c.pl.epoch {
 			c.ep.latched.Store(nil)
@@ -663,10 +686,7 @@ func (s *Session) Answer(from int, body []byte) ([]byte, error) {
 	s.hold.Store(hold)
 	s.base.Store(now.UnixNano())
 	s.fired.Store(false)
-	s.origin[x].ver++
-	out.SetOrigin(s.origin[x].id, s.origin[x].ver, s.legs[x].Advertise)
-	out.SetConn(s.legs[x].Advertise)
-	return out.Marshal(), nil
+	return s.finish(x, out), nil
 }
 
 func (s *Session) applyDSCP(dscp int) {

@@ -387,3 +387,63 @@ func TestCloseIdempotentAndReleasesPorts(t *testing.T) {
 	_ = net.IPv4len
 	_ = fmt.Sprint
 }
+
+func TestSequenceJumpTowardSRTP(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	c := setupCall(t, e, 1, false)
+	exchange(t, c, "before the jump")
+	// The PBX restarts its sequence (same SSRC), e.g. after a transfer:
+	// forward, then backward (which a far-end replay window would drop).
+	for _, seq := range []uint16{40000, 10, 60000} {
+		c.pbx.seq = seq
+		for i := 0; i < 3; i++ {
+			c.pbx.sendRTP([]byte("after the jump"), 0)
+			got := c.trunk.recvRTP(c.trunk.rtp) // decrypts with an independent context
+			if string(got.Payload) != "after the jump" {
+				t.Fatalf("jump to %d: got %q", seq, got.Payload)
+			}
+		}
+	}
+}
+
+func TestHoldSuspendsInactivity(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	c := setupCall(t, e, 1, false)
+	later := time.Now().Add(time.Hour)
+	c.reofferFromPBX(t, offerSDP(c.pbx.port(), 0, "RTP/AVP", "a=inactive"), "inactive")
+	if c.s.inactive(later, time.Second) {
+		t.Fatal("inactivity fired during hold")
+	}
+	c.reofferFromPBX(t, offerSDP(c.pbx.port(), 0, "RTP/AVP"), "sendrecv")
+	if !c.s.inactive(later, time.Second) {
+		t.Fatal("inactivity did not fire after resume")
+	}
+	if c.s.inactive(later, time.Second) {
+		t.Fatal("inactivity fired twice")
+	}
+}
+
+func TestOriginVersion(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	c := setupCall(t, e, 1, false)
+	ver := func(s *sdp.Session) string { f, _ := s.Origin(); return f[1] + " " + f[2] }
+	first := ver(c.answerToA)
+	// The same final answer again (183 then 200): identical SDP, same version.
+	ans := offerSDP(c.trunk.port(), c.trunk.rtcpPort(), "RTP/SAVP", "a=crypto:"+c.trunk.encCrypto.String())
+	ans = bytes.Replace(ans, []byte(" 0 8 101"), []byte(" 0 101"), 1)
+	back, err := c.s.Answer(1, ans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ver(mustParse(t, back)); got != first {
+		t.Fatalf("unchanged answer got o= %s, want %s", got, first)
+	}
+	// A change (hold) bumps the version toward the PBX.
+	c.reofferFromPBX(t, offerSDP(c.pbx.port(), 0, "RTP/AVP", "a=sendonly"), "recvonly")
+	if got := ver(c.answerToA); got == first {
+		t.Fatalf("changed answer kept o= %s", got)
+	}
+	if f, _ := c.answerToA.Origin(); f[0] != "-" || f[5] != "127.0.0.1" {
+		t.Fatalf("origin %v leaks or is wrong", f)
+	}
+}
