@@ -2,7 +2,7 @@
 
 // Media relay load figures over real loopback sockets (make bench):
 //
-//	go test -tags bench -v -run 'Media' ./test/bench/...
+//	go test -tags bench -v -run Media ./test/bench/...
 //
 // Each test prints one line per figure with the prefix "BENCH media"; the
 // figures go to BENCHMARKS.md. Runs are bounded (a few seconds each) because
@@ -34,11 +34,11 @@ import (
 	"github.com/pion/srtp/v3"
 )
 
-const pktSize = 172 // 12-byte RTP header + 160 bytes of G.711 (20 ms)
+const mediaPktSize = 172 // 12-byte RTP header + 160 bytes of G.711 (20 ms)
 
-var lo = netip.MustParseAddr("127.0.0.1")
+var mediaLo = netip.MustParseAddr("127.0.0.1")
 
-func listen(t testing.TB) *net.UDPConn {
+func mediaListen(t testing.TB) *net.UDPConn {
 	t.Helper()
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -50,9 +50,9 @@ func listen(t testing.TB) *net.UDPConn {
 	return c
 }
 
-func port(c *net.UDPConn) int { return c.LocalAddr().(*net.UDPAddr).Port }
+func mediaPort(c *net.UDPConn) int { return c.LocalAddr().(*net.UDPAddr).Port }
 
-func sdpBody(p int, proto string, crypto ...string) []byte {
+func mediaSdpBody(p int, proto string, crypto ...string) []byte {
 	lines := []string{"v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0",
 		fmt.Sprintf("m=audio %d %s 0 101", p, proto), "a=rtpmap:0 PCMU/8000", "a=rtpmap:101 telephone-event/8000", "a=ptime:20"}
 	for _, c := range crypto {
@@ -61,45 +61,45 @@ func sdpBody(p int, proto string, crypto ...string) []byte {
 	return []byte(strings.Join(lines, "\r\n") + "\r\n")
 }
 
-var profiles = map[string]srtp.ProtectionProfile{
+var mediaProfiles = map[string]srtp.ProtectionProfile{
 	"AES_CM_128_HMAC_SHA1_80": srtp.ProtectionProfileAes128CmHmacSha1_80,
 	"AEAD_AES_128_GCM":        srtp.ProtectionProfileAeadAes128Gcm,
 }
 
-func ctx(t testing.TB, c sdp.Crypto) *srtp.Context {
+func mediaCtx(t testing.TB, c sdp.Crypto) *srtp.Context {
 	su, _ := sdp.LookupSuite(c.Suite)
-	x, err := srtp.CreateContext(c.Key[:su.KeyLen], c.Key[su.KeyLen:], profiles[c.Suite])
+	x, err := srtp.CreateContext(c.Key[:su.KeyLen], c.Key[su.KeyLen:], mediaProfiles[c.Suite])
 	if err != nil {
 		t.Fatal(err)
 	}
 	return x
 }
 
-// leg endpoints of one call as the load generator sees them.
-type callEnds struct {
+// leg endpoints of one call as the load mediaGenerator sees them.
+type mediaCallEnds struct {
 	s        *media.Session
-	toLAN    netip.AddrPort // esbc's port facing the PBX
-	toWAN    netip.AddrPort // esbc's port facing the trunk
+	toLAN    netip.AddrPort // esbc's mediaPort facing the PBX
+	toWAN    netip.AddrPort // esbc's mediaPort facing the trunk
 	trunkEnc *srtp.Context  // what the trunk encrypts with
 	trunkKey sdp.Crypto
 }
 
-// newCall sets up PBX (plain) ↔ trunk (SRTP, suite) with the given peer
+// mediaNewCall sets up PBX (plain) ↔ trunk (SRTP, suite) with the given peer
 // sockets as far ends.
-func newCall(t testing.TB, e *media.Engine, id, suite string, pbx, trunk *net.UDPConn) callEnds {
-	return newCallPorts(t, e, id, suite, port(pbx), port(trunk))
+func mediaNewCall(t testing.TB, e *media.Engine, id, suite string, pbx, trunk *net.UDPConn) mediaCallEnds {
+	return mediaNewCallPorts(t, e, id, suite, mediaPort(pbx), mediaPort(trunk))
 }
 
-func newCallPorts(t testing.TB, e *media.Engine, id, suite string, pbxPort, trunkPort int) callEnds {
+func mediaNewCallPorts(t testing.TB, e *media.Engine, id, suite string, pbxPort, trunkPort int) mediaCallEnds {
 	t.Helper()
-	lan := media.LegConfig{Name: "lan", BindAddr: lo, SRTP: media.SRTPOff}
-	wan := media.LegConfig{Name: "wan", BindAddr: lo, SRTP: media.SRTPMandatory, SignalingSecure: true}
+	lan := media.LegConfig{Name: "lan", BindAddr: mediaLo, SRTP: media.SRTPOff}
+	wan := media.LegConfig{Name: "wan", BindAddr: mediaLo, SRTP: media.SRTPMandatory, SignalingSecure: true}
 	s, err := e.NewSession(id, lan, wan, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	out, err := s.Offer(0, sdpBody(pbxPort, "RTP/AVP"))
+	out, err := s.Offer(0, mediaSdpBody(pbxPort, "RTP/AVP"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,35 +112,35 @@ func newCallPorts(t testing.TB, e *media.Engine, id, suite string, pbxPort, trun
 		}
 	}
 	theirs, _ := sdp.NewCrypto(tag, suite)
-	back, err := s.Answer(1, sdpBody(trunkPort, "RTP/SAVP", theirs.String()))
+	back, err := s.Answer(1, mediaSdpBody(trunkPort, "RTP/SAVP", theirs.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ans, _ := sdp.Parse(back)
-	return callEnds{s: s,
-		toLAN:    netip.AddrPortFrom(lo, uint16(ans.Media[0].Port)),
-		toWAN:    netip.AddrPortFrom(lo, uint16(off.Media[0].Port)),
-		trunkEnc: ctx(t, theirs), trunkKey: theirs}
+	return mediaCallEnds{s: s,
+		toLAN:    netip.AddrPortFrom(mediaLo, uint16(ans.Media[0].Port)),
+		toWAN:    netip.AddrPortFrom(mediaLo, uint16(off.Media[0].Port)),
+		trunkEnc: mediaCtx(t, theirs), trunkKey: theirs}
 }
 
-func cpuTime() time.Duration {
+func mediaCpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-type result struct {
+type mediaResult struct {
 	sent, recv int
 	cpu, wall  time.Duration
 	p50, p99   time.Duration
 }
 
-func (r result) loss() float64 { return 100 * float64(r.sent-r.recv) / float64(r.sent) }
+func (r mediaResult) loss() float64 { return 100 * float64(r.sent-r.recv) / float64(r.sent) }
 
-// run sends `rate` packets/s for d from src to dst (encrypting with enc if
+// mediaRun sends `rate` packets/s for d from src to dst (encrypting with enc if
 // non-nil) and counts what arrives at sink. The RTP timestamp carries the
 // send time in µs, so the receiver needs no decryption to measure latency.
-func run(t testing.TB, src *net.UDPConn, dst netip.AddrPort, sink *net.UDPConn, enc *srtp.Context, ssrc uint32, rate int, d time.Duration) result {
+func mediaRun(t testing.TB, src *net.UDPConn, dst netip.AddrPort, sink *net.UDPConn, enc *srtp.Context, ssrc uint32, rate int, d time.Duration) mediaResult {
 	t.Helper()
 	total := int(float64(rate) * d.Seconds())
 	lat := make([]time.Duration, 0, total)
@@ -177,8 +177,8 @@ func run(t testing.TB, src *net.UDPConn, dst netip.AddrPort, sink *net.UDPConn, 
 			}
 		}
 	}()
-	cpu0 := cpuTime()
-	pkt := make([]byte, pktSize)
+	cpu0 := mediaCpuTime()
+	pkt := make([]byte, mediaPktSize)
 	pkt[0], pkt[1] = 0x80, 0
 	binary.BigEndian.PutUint32(pkt[8:], ssrc)
 	out := make([]byte, 0, 256)
@@ -205,7 +205,7 @@ func run(t testing.TB, src *net.UDPConn, dst netip.AddrPort, sink *net.UDPConn, 
 	close(done)
 	wg.Wait()
 	wall := time.Since(start)
-	r := result{sent: total, recv: int(recv.Load()), cpu: cpuTime() - cpu0, wall: wall}
+	r := mediaResult{sent: total, recv: int(recv.Load()), cpu: mediaCpuTime() - cpu0, wall: wall}
 	slices.Sort(lat)
 	if len(lat) > 0 {
 		r.p50, r.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
@@ -213,7 +213,7 @@ func run(t testing.TB, src *net.UDPConn, dst netip.AddrPort, sink *net.UDPConn, 
 	return r
 }
 
-func newEngine(t testing.TB, base int) *media.Engine {
+func mediaNewEngine(t testing.TB, base int) *media.Engine {
 	e, err := media.NewEngine(media.Config{PortMin: base, PortMax: base + 9999, Quarantine: time.Millisecond, LatchWindow: 10 * time.Second}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -222,9 +222,9 @@ func newEngine(t testing.TB, base int) *media.Engine {
 	return e
 }
 
-// nopRelay is the do-nothing Go UDP relay reference: read, write, no checks.
-func nopRelay(t testing.TB, to netip.AddrPort) netip.AddrPort {
-	c := listen(t)
+// mediaNopRelay is the do-nothing Go UDP relay reference: read, write, no checks.
+func mediaNopRelay(t testing.TB, to netip.AddrPort) netip.AddrPort {
+	c := mediaListen(t)
 	_ = c.SetReadBuffer(1 << 20) // the same queue as esbc's media sockets
 	go func() {
 		buf := make([]byte, 2048)
@@ -236,19 +236,19 @@ func nopRelay(t testing.TB, to netip.AddrPort) netip.AddrPort {
 			_, _ = c.WriteToUDPAddrPort(buf[:n], to)
 		}
 	}()
-	return netip.AddrPortFrom(lo, uint16(port(c)))
+	return netip.AddrPortFrom(mediaLo, uint16(mediaPort(c)))
 }
 
-// generator is the load generator and sink in a child process (the test
+// mediaGenerator is the load mediaGenerator and sink in a child process (the test
 // binary re-executed), so that the parent's CPU time is the relay's alone.
-type generator struct {
+type mediaGenerator struct {
 	cmd       *exec.Cmd
 	in        io.WriteCloser
 	out       *bufio.Scanner
 	src, sink int
 }
 
-func startGenerator(t *testing.T) *generator {
+func mediaStartGenerator(t *testing.T) *mediaGenerator {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestMediaGeneratorProcess$")
 	cmd.Env = append(os.Environ(), "ESBC_BENCH_GENERATOR=1")
@@ -258,7 +258,7 @@ func startGenerator(t *testing.T) *generator {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	g := &generator{cmd: cmd, in: in, out: bufio.NewScanner(outp)}
+	g := &mediaGenerator{cmd: cmd, in: in, out: bufio.NewScanner(outp)}
 	t.Cleanup(func() { in.Close(); _ = cmd.Wait() })
 	f := g.expect(t, "PORTS")
 	g.src, _ = strconv.Atoi(f[1])
@@ -266,7 +266,7 @@ func startGenerator(t *testing.T) *generator {
 	return g
 }
 
-func (g *generator) expect(t *testing.T, word string) []string {
+func (g *mediaGenerator) expect(t *testing.T, word string) []string {
 	t.Helper()
 	for g.out.Scan() {
 		f := strings.Fields(g.out.Text())
@@ -274,24 +274,24 @@ func (g *generator) expect(t *testing.T, word string) []string {
 			return f
 		}
 	}
-	t.Fatalf("generator: no %s line (%v)", word, g.out.Err())
+	t.Fatalf("mediaGenerator: no %s line (%v)", word, g.out.Err())
 	return nil
 }
 
 // run asks the generator to send rate pps for d to dst (encrypting with
 // key when set) and returns what its sink saw; cpu is the parent's CPU
 // time over the run (the relay's).
-func (g *generator) run(t *testing.T, dst netip.AddrPort, rate int, d time.Duration, key *sdp.Crypto, ssrc uint32) result {
+func (g *mediaGenerator) run(t *testing.T, dst netip.AddrPort, rate int, d time.Duration, key *sdp.Crypto, ssrc uint32) mediaResult {
 	t.Helper()
 	k := "-"
 	if key != nil {
 		k = key.String()
 		k = strings.ReplaceAll(k, " ", ",")
 	}
-	cpu0, w0 := cpuTime(), time.Now()
+	cpu0, w0 := mediaCpuTime(), time.Now()
 	fmt.Fprintf(g.in, "RUN %s %d %d %d %s\n", dst, rate, d.Milliseconds(), ssrc, k)
 	f := g.expect(t, "RESULT")
-	r := result{cpu: cpuTime() - cpu0, wall: time.Since(w0)}
+	r := mediaResult{cpu: mediaCpuTime() - cpu0, wall: time.Since(w0)}
 	r.sent, _ = strconv.Atoi(f[1])
 	r.recv, _ = strconv.Atoi(f[2])
 	us1, _ := strconv.Atoi(f[3])
@@ -301,13 +301,13 @@ func (g *generator) run(t *testing.T, dst netip.AddrPort, rate int, d time.Durat
 }
 
 // TestMediaGeneratorProcess is the child side; it only runs when
-// re-executed by startGenerator.
+// re-executed by mediaStartGenerator.
 func TestMediaGeneratorProcess(t *testing.T) {
 	if os.Getenv("ESBC_BENCH_GENERATOR") != "1" {
-		t.Skip("generator child process only")
+		t.Skip("mediaGenerator child process only")
 	}
-	src, sink := listen(t), listen(t)
-	fmt.Printf("PORTS %d %d\n", port(src), port(sink))
+	src, sink := mediaListen(t), mediaListen(t)
+	fmt.Printf("PORTS %d %d\n", mediaPort(src), mediaPort(sink))
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		f := strings.Fields(in.Text())
@@ -324,9 +324,9 @@ func TestMediaGeneratorProcess(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			enc = ctx(t, c)
+			enc = mediaCtx(t, c)
 		}
-		r := run(t, src, dst, sink, enc, uint32(ssrc), rate, time.Duration(ms)*time.Millisecond)
+		r := mediaRun(t, src, dst, sink, enc, uint32(ssrc), rate, time.Duration(ms)*time.Millisecond)
 		fmt.Printf("RESULT %d %d %d %d\n", r.sent, r.recv, r.p50.Microseconds(), r.p99.Microseconds())
 	}
 }
@@ -336,25 +336,25 @@ func TestMediaGeneratorProcess(t *testing.T) {
 // relayed packets / CPU seconds of this (relay) process. The do-nothing Go
 // relay is measured the same way as the reference.
 func TestMediaRelayThroughput(t *testing.T) {
-	e := newEngine(t, 50000)
+	e := mediaNewEngine(t, 50000)
 	d := 1500 * time.Millisecond
 	for _, suite := range []string{"AES_CM_128_HMAC_SHA1_80", "AEAD_AES_128_GCM", "nop-relay"} {
 		for _, dir := range []string{"SRTP->RTP", "RTP->SRTP"} {
 			if suite == "nop-relay" && dir == "RTP->SRTP" {
 				continue
 			}
-			g := startGenerator(t)
-			sinkAddr := netip.AddrPortFrom(lo, uint16(g.sink))
+			g := mediaStartGenerator(t)
+			sinkAddr := netip.AddrPortFrom(mediaLo, uint16(g.sink))
 			var dst netip.AddrPort
 			var key *sdp.Crypto
 			switch {
 			case suite == "nop-relay":
-				dst = nopRelay(t, sinkAddr)
+				dst = mediaNopRelay(t, sinkAddr)
 			case dir == "SRTP->RTP":
-				c := newCallPorts(t, e, "tp-"+suite+dir, suite, g.sink, g.src)
+				c := mediaNewCallPorts(t, e, "tp-"+suite+dir, suite, g.sink, g.src)
 				dst, key = c.toWAN, &c.trunkKey
 			default:
-				c := newCallPorts(t, e, "tp-"+suite+dir, suite, g.src, g.sink)
+				c := mediaNewCallPorts(t, e, "tp-"+suite+dir, suite, g.src, g.sink)
 				dst = c.toLAN
 			}
 			for i, rate := range []int{5000, 10000, 20000, 30000, 40000, 60000} {
@@ -381,20 +381,20 @@ func TestMediaRelayThroughput(t *testing.T) {
 func TestMediaConcurrentStreams(t *testing.T) {
 	const calls, pps = 1000, 50
 	d := 3 * time.Second
-	e := newEngine(t, 30000)
+	e := mediaNewEngine(t, 30000)
 	// The PBX side is 8 sockets so that the generator's own sink keeps up.
-	trunk := listen(t)
+	trunk := mediaListen(t)
 	sinks := make([]*net.UDPConn, 8)
 	for i := range sinks {
-		sinks[i] = listen(t)
+		sinks[i] = mediaListen(t)
 	}
 	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	g0 := runtime.NumGoroutine()
-	ends := make([]callEnds, calls)
+	ends := make([]mediaCallEnds, calls)
 	for i := range ends {
-		ends[i] = newCall(t, e, fmt.Sprint("c", i), "AES_CM_128_HMAC_SHA1_80", sinks[i%len(sinks)], trunk)
+		ends[i] = mediaNewCall(t, e, fmt.Sprint("c", i), "AES_CM_128_HMAC_SHA1_80", sinks[i%len(sinks)], trunk)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&m1)
@@ -429,8 +429,8 @@ func TestMediaConcurrentStreams(t *testing.T) {
 	}
 	ticks := int(d / (20 * time.Millisecond))
 	start := time.Now()
-	cpu0 := cpuTime()
-	pkt := make([]byte, pktSize)
+	cpu0 := mediaCpuTime()
+	pkt := make([]byte, mediaPktSize)
 	pkt[0] = 0x80
 	out := make([]byte, 0, 256)
 	var hdr rtp.Header
@@ -443,8 +443,8 @@ func TestMediaConcurrentStreams(t *testing.T) {
 		if w := time.Until(start.Add(time.Duration(tick) * time.Millisecond)); w > 0 {
 			time.Sleep(w)
 		}
-		lo, hi := (tick%20)*per, min((tick%20+1)*per, len(ends))
-		for i := lo; i < hi; i++ {
+		mediaLo, hi := (tick%20)*per, min((tick%20+1)*per, len(ends))
+		for i := mediaLo; i < hi; i++ {
 			binary.BigEndian.PutUint16(pkt[2:], uint16(tick/20))
 			binary.BigEndian.PutUint32(pkt[4:], uint32(tick/20*160))
 			binary.BigEndian.PutUint32(pkt[8:], uint32(i+1))
@@ -461,31 +461,31 @@ func TestMediaConcurrentStreams(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	close(done)
 	wg.Wait()
-	cpu := cpuTime() - cpu0
+	cpu := mediaCpuTime() - cpu0
 	wall := time.Since(start)
 	loss := 100 * float64(sent-int(recv.Load())) / float64(sent)
-	t.Logf("BENCH media concurrent calls=%d pps/call=%d offered=%d pps sent=%d recv=%d loss=%.3f%% process CPU (generator+relay+sink)=%.0f%% of a core; media memory/call=%.1f KiB (heap %.1f, stacks %.1f) goroutines/call=%.1f",
+	t.Logf("BENCH media concurrent calls=%d pps/call=%d offered=%d pps sent=%d recv=%d loss=%.3f%% process CPU (mediaGenerator+relay+sink)=%.0f%% of a core; media memory/call=%.1f KiB (heap %.1f, stacks %.1f) goroutines/call=%.1f",
 		calls, pps, calls*pps, sent, recv.Load(), loss, 100*cpu.Seconds()/wall.Seconds(), perCall/1024, heapPerCall/1024, stackPerCall/1024, gPerCall)
 	var dropped uint64
 	for _, c := range ends {
 		st := c.s.Stats()
 		dropped += st.Legs[0].Dropped + st.Legs[1].Dropped
 	}
-	sinkDrops := udpDrops(t, func(p int) bool {
+	sinkDrops := mediaUdpDrops(t, func(p int) bool {
 		for _, c := range sinks {
-			if p == port(c) {
+			if p == mediaPort(c) {
 				return true
 			}
 		}
 		return false
 	})
-	esbcDrops := udpDrops(t, func(p int) bool { return p >= 30000 && p < 40000 })
-	t.Logf("BENCH media concurrent dropped by esbc=%d; kernel receive-queue drops: esbc sockets=%d, generator's sink socket=%d", dropped, esbcDrops, sinkDrops)
+	esbcDrops := mediaUdpDrops(t, func(p int) bool { return p >= 30000 && p < 40000 })
+	t.Logf("BENCH media concurrent dropped by esbc=%d; kernel receive-queue drops: esbc sockets=%d, mediaGenerator's sink socket=%d", dropped, esbcDrops, sinkDrops)
 }
 
-// udpDrops sums the kernel's per-socket drop counter (/proc/net/udp, last
+// mediaUdpDrops sums the kernel's per-socket drop counter (/proc/net/udp, last
 // column) of the local ports match accepts.
-func udpDrops(t testing.TB, match func(port int) bool) int {
+func mediaUdpDrops(t testing.TB, match func(mediaPort int) bool) int {
 	b, err := os.ReadFile("/proc/net/udp")
 	if err != nil {
 		return -1
