@@ -922,6 +922,14 @@ func (b *B2BUA) hangup(c *Call, from *Leg, reason string, _ int) {
 		b.sendBye(c, c.B)
 	}
 	if from != c.A {
+		// RFC 3261 §15: no BYE on leg A (esbc is its UAS) before its ACK of
+		// our 2xx, or until that would have timed out.
+		t := time.NewTimer(64 * sip.T1)
+		select {
+		case <-c.ackCh:
+		case <-t.C:
+		}
+		t.Stop()
 		b.sendBye(c, c.A)
 	}
 	b.log.Info("call ended", zap.String("call", c.ID), zap.String("trunk", c.Trunk), zap.String("reason", reason))

@@ -106,9 +106,9 @@ type stack struct {
 	uac   *uac // the caller on this stack, if any (it takes BYEs of its dialogs)
 }
 
-func newStack(t testing.TB, ip, network string, tlsConf *cryptotls.Config, name string) *stack {
+func newStack(t testing.TB, ip, network string, tlsConf *cryptotls.Config, name string, extra ...sipgo.UserAgentOption) *stack {
 	t.Helper()
-	opts := []sipgo.UserAgentOption{sipgo.WithUserAgent(name), sipgo.WithUserAgentHostname(ip)}
+	opts := append([]sipgo.UserAgentOption{sipgo.WithUserAgent(name), sipgo.WithUserAgentHostname(ip)}, extra...)
 	if tlsConf != nil {
 		opts = append(opts, sipgo.WithUserAgenTLSConfig(tlsConf))
 	}
@@ -407,6 +407,7 @@ type envOpts struct {
 	referRelay      bool
 	media           b2bua.MediaEngine
 	auth            bool
+	trunkFilter     sip.TransportReadFilter // raw-bytes filter on the trunk's transport
 }
 
 // dialPlan is a Router for the tests: 9 + digits → trunk "itsp", inbound
@@ -445,7 +446,11 @@ func newEnv(t testing.TB, o envOpts) *env {
 	e.wan = newStack(t, wanIP, "tls", wanConf, "esbc")
 	e.pbx = newStack(t, pbxIP, "udp", nil, "pbx")
 	trkConf := srvTLS(trunkIP)
-	e.trk = newStack(t, trunkIP, "tls", trkConf, "trunk")
+	var trkOpts []sipgo.UserAgentOption
+	if o.trunkFilter != nil {
+		trkOpts = append(trkOpts, sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerReadFilter(o.trunkFilter)))
+	}
+	e.trk = newStack(t, trunkIP, "tls", trkConf, "trunk", trkOpts...)
 	e.pbxUAS = newUAS(e.pbx, pbxIP)
 	e.trkUAS = newUAS(e.trk, trunkIP)
 	e.pbxUAC = newUAC(e.pbx, pbxIP, false)
