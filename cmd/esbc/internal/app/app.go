@@ -71,6 +71,8 @@ type App struct {
 	pending  []servePending // bound sockets waiting for serveSide
 	serving  sync.WaitGroup
 
+	watchdog <-chan time.Time // systemd watchdog ticks (nil outside systemd)
+
 	reloadMu sync.Mutex // serialises reloads
 	restart  atomic.Pointer[[]string]
 	watchSum atomic.Pointer[string]

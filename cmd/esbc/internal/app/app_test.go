@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -568,4 +569,55 @@ func TestSIPMethodOf(t *testing.T) {
 	if methodLabel("FOOBAR") != "other" || methodLabel("invite") != "INVITE" {
 		t.Error("methodLabel")
 	}
+}
+
+// TestSystemdNotify plays systemd: a NOTIFY_SOCKET datagram socket that
+// receives READY, RELOADING with MONOTONIC_USEC, WATCHDOG and STOPPING.
+func TestSystemdNotify(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	must(t, err)
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	t.Setenv("WATCHDOG_USEC", "100000")
+	t.Setenv("WATCHDOG_PID", fmt.Sprint(os.Getpid()))
+	msgs := make(chan string, 64)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	next := func(prefix string) string {
+		t.Helper()
+		for {
+			select {
+			case m := <-msgs:
+				if strings.HasPrefix(m, prefix) {
+					return m
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no %s notification", prefix)
+			}
+		}
+	}
+	r := start(t, "")
+	next("READY=1")
+	next("WATCHDOG=1")
+	r.sigs <- syscall.SIGHUP
+	if m := next("RELOADING=1"); !strings.Contains(m, "MONOTONIC_USEC=") {
+		t.Fatalf("reload notification without MONOTONIC_USEC: %q", m)
+	}
+	next("READY=1")
+	r.sigs <- syscall.SIGTERM
+	next("STOPPING=1")
+	if code := <-r.code; code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	r.code <- 0
 }

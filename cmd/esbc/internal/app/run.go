@@ -67,11 +67,10 @@ func (a *App) loop(ctx context.Context) int {
 	w := newWatcher(a.log.Named("watch"), a.watchedFiles, a.o.WatchDebounce)
 	defer w.close()
 
-	var tick <-chan time.Time
 	if iv, err := daemon.SdWatchdogEnabled(false); err == nil && iv > 0 {
 		t := time.NewTicker(iv / 2)
 		defer t.Stop()
-		tick = t.C
+		a.watchdog = t.C
 	}
 	for {
 		select {
@@ -81,14 +80,14 @@ func (a *App) loop(ctx context.Context) int {
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
-				a.Reload("SIGHUP")
+				_ = a.Reload("SIGHUP")
 			default:
 				a.log.Info("stopping", zap.String("signal", sig.String()))
 				return a.shutdown(sigs)
 			}
 		case <-w.events:
-			a.Reload("file change")
-		case <-tick:
+			_ = a.Reload("file change")
+		case <-a.watchdog:
 			notify(daemon.SdNotifyWatchdog)
 		}
 	}
@@ -183,6 +182,8 @@ wait:
 		select {
 		case <-drained:
 			break wait
+		case <-a.watchdog: // a drain may outlast WatchdogSec
+			notify(daemon.SdNotifyWatchdog)
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				continue
