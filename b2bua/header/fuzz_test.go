@@ -42,7 +42,7 @@ func FuzzRules(f *testing.F) {
 			return
 		}
 		m := legB(t)
-		if CheckValue(hv) == nil {
+		if strings.TrimSpace(hv) != "" && CheckValue(hv) == nil && checkName(name) == nil && checkTyped(lowerName(name), hv) == nil {
 			m.AppendHeader(sip.NewHeader(canonName(name), hv))
 			m.AppendHeader(sip.NewHeader("X-Other", hv))
 		}
