@@ -123,7 +123,7 @@ func mediaNewCallPorts(t testing.TB, e *media.Engine, id, suite string, pbxPort,
 		trunkEnc: mediaCtx(t, theirs), trunkKey: theirs}
 }
 
-func mediaCpuTime() time.Duration {
+func mediaCPUTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
@@ -177,7 +177,7 @@ func mediaRun(t testing.TB, src *net.UDPConn, dst netip.AddrPort, sink *net.UDPC
 			}
 		}
 	}()
-	cpu0 := mediaCpuTime()
+	cpu0 := mediaCPUTime()
 	pkt := make([]byte, mediaPktSize)
 	pkt[0], pkt[1] = 0x80, 0
 	binary.BigEndian.PutUint32(pkt[8:], ssrc)
@@ -205,7 +205,7 @@ func mediaRun(t testing.TB, src *net.UDPConn, dst netip.AddrPort, sink *net.UDPC
 	close(done)
 	wg.Wait()
 	wall := time.Since(start)
-	r := mediaResult{sent: total, recv: int(recv.Load()), cpu: mediaCpuTime() - cpu0, wall: wall}
+	r := mediaResult{sent: total, recv: int(recv.Load()), cpu: mediaCPUTime() - cpu0, wall: wall}
 	slices.Sort(lat)
 	if len(lat) > 0 {
 		r.p50, r.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
@@ -288,10 +288,10 @@ func (g *mediaGenerator) run(t *testing.T, dst netip.AddrPort, rate int, d time.
 		k = key.String()
 		k = strings.ReplaceAll(k, " ", ",")
 	}
-	cpu0, w0 := mediaCpuTime(), time.Now()
+	cpu0, w0 := mediaCPUTime(), time.Now()
 	fmt.Fprintf(g.in, "RUN %s %d %d %d %s\n", dst, rate, d.Milliseconds(), ssrc, k)
 	f := g.expect(t, "RESULT")
-	r := mediaResult{cpu: mediaCpuTime() - cpu0, wall: time.Since(w0)}
+	r := mediaResult{cpu: mediaCPUTime() - cpu0, wall: time.Since(w0)}
 	r.sent, _ = strconv.Atoi(f[1])
 	r.recv, _ = strconv.Atoi(f[2])
 	us1, _ := strconv.Atoi(f[3])
@@ -429,7 +429,7 @@ func TestMediaConcurrentStreams(t *testing.T) {
 	}
 	ticks := int(d / (20 * time.Millisecond))
 	start := time.Now()
-	cpu0 := mediaCpuTime()
+	cpu0 := mediaCPUTime()
 	pkt := make([]byte, mediaPktSize)
 	pkt[0] = 0x80
 	out := make([]byte, 0, 256)
@@ -461,7 +461,7 @@ func TestMediaConcurrentStreams(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	close(done)
 	wg.Wait()
-	cpu := mediaCpuTime() - cpu0
+	cpu := mediaCPUTime() - cpu0
 	wall := time.Since(start)
 	loss := 100 * float64(sent-int(recv.Load())) / float64(sent)
 	t.Logf("BENCH media concurrent calls=%d pps/call=%d offered=%d pps sent=%d recv=%d loss=%.3f%% process CPU (mediaGenerator+relay+sink)=%.0f%% of a core; media memory/call=%.1f KiB (heap %.1f, stacks %.1f) goroutines/call=%.1f",
