@@ -27,6 +27,18 @@
 //	}
 //	func ToTrunk(in, out *sip.Request, id TrunkIdentity, pbxTrusted bool, e164 func(string) (string, error)) error
 //	func ToPBX(in, out *sip.Request, trustPAI bool, pbxDomain string, format func(string) string) error
+//
+//	// The same decisions as values, for a B2BUA that keeps From in its
+//	// dialog state (Dialog.LocalURI/LocalName) and builds requests later:
+//	type Identity struct {
+//	    DisplayName string  // From display name
+//	    From        sip.Uri // From URI, no tag
+//	    PAI         string  // P-Asserted-Identity value, "" = none
+//	    Privacy     string  // Privacy value, "" = none
+//	}
+//	func TrunkCaller(in *sip.Request, id TrunkIdentity, pbxTrusted bool, e164 func(string) (string, error)) (Identity, error)
+//	func PBXCaller(in *sip.Request, trustPAI bool, pbxDomain string, format func(string) string) (Identity, error)
+//	func (i Identity) Apply(out *sip.Request) error // ToTrunk = TrunkCaller + Apply
 //	func CheckValue(v string) error
 //	var ErrBadValue // wrapped by every refusal of a name or value
 //
@@ -34,7 +46,7 @@
 // ("allow[1]", "server_header", "rules[0].match"); the config layer adds
 // the YAML path in front.
 //
-// ToTrunk and ToPBX change only From (display name and URI; the tag and
+// ToTrunk and ToPBX (Identity.Apply) change only From (display name and URI; the tag and
 // other parameters the dialog layer set are kept) and the identity headers
 // P-Asserted-Identity, P-Preferred-Identity, Remote-Party-ID and Privacy,
 // which they remove from out and write afresh. They need out to carry a

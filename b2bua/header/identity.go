@@ -234,33 +234,68 @@ func nameAddr(display string, u sip.Uri) string {
 	return h.Value()
 }
 
-func schemeOf(f *sip.FromHeader) string {
-	if strings.EqualFold(f.Address.Scheme, "sips") {
-		return "sips"
-	}
-	return "sip"
+// Identity is the caller identity of one leg: what ToTrunk and ToPBX write.
+// The B2BUA may keep it in its dialog state (From of every request of the
+// leg) and Apply it to each request it builds.
+type Identity struct {
+	DisplayName string  // From display name; "" = none
+	From        sip.Uri // From URI (the tag is the dialog layer's)
+	PAI         string  // P-Asserted-Identity value; "" = none
+	Privacy     string  // Privacy value (RFC 3323 tokens); "" = none
 }
 
-// ToTrunk writes the caller identity of out, the request toward a trunk,
-// from the PBX's request in (RFC 3325, RFC 3323, SPEC §1):
-//   - From: user = FromUser, host = Domain, the dialog layer's tag kept;
-//   - P-Asserted-Identity: the PBX's own asserted number (PAI, then
-//     Remote-Party-ID party=calling, then P-Preferred-Identity, then From)
-//     when pbxTrusted and it is in AllowedCallerIDs, else CallerID;
-//   - Privacy (a Privacy header, Remote-Party-ID privacy=, or an anonymous
-//     From): From becomes "Anonymous" <sip:anonymous@anonymous.invalid>,
-//     PAI is kept (with Privacy: id) only when the trunk is trusted (TrustPAI);
-//   - every identity header of in is ignored unless pbxTrusted, and none is
-//     copied: out gets only what ToTrunk writes.
-//
-// e164 normalises numbers (route.Table.E164); nil uses them verbatim.
-func ToTrunk(in, out *sip.Request, id TrunkIdentity, pbxTrusted bool, e164 func(string) (string, error)) error {
+// Apply writes i into out: From display name and URI (tag and other
+// parameters kept; sips kept when out's From was sips), and the identity
+// headers: every P-Asserted-Identity, P-Preferred-Identity,
+// Remote-Party-ID and Privacy of out is removed, then PAI and Privacy are
+// written when set. out must carry a From.
+func (i Identity) Apply(out *sip.Request) error {
 	from := out.From()
 	if from == nil {
-		return errors.New("to trunk: out has no From header")
+		return errors.New("identity: out has no From header")
 	}
+	u := i.From
+	if strings.EqualFold(from.Address.Scheme, "sips") && u.Host != "anonymous.invalid" {
+		u.Scheme = "sips"
+	}
+	f := sip.FromHeader{DisplayName: i.DisplayName, Address: u}
+	for _, v := range []string{f.Value(), i.PAI, i.Privacy} {
+		if err := CheckValue(v); err != nil {
+			return fmt.Errorf("identity: %w", err)
+		}
+	}
+	from.DisplayName, from.Address = i.DisplayName, u
+	for _, n := range identityHeaders {
+		removeAll(out, n)
+	}
+	if i.PAI != "" {
+		out.AppendHeader(sip.NewHeader(paiName, i.PAI))
+	}
+	if i.Privacy != "" {
+		out.AppendHeader(sip.NewHeader(privacyName, i.Privacy))
+	}
+	return nil
+}
+
+// TrunkCaller decides the caller identity toward a trunk from the PBX's
+// request in (RFC 3325, RFC 3323, SPEC §1):
+//   - From: user = FromUser, host = Domain, display = FromDisplay or the
+//     PBX's display name;
+//   - P-Asserted-Identity: the PBX's own asserted number (PAI, then
+//     Remote-Party-ID party=calling, then P-Preferred-Identity, then From)
+//     when pbxTrusted and it is in AllowedCallerIDs (compared in E.164),
+//     else CallerID;
+//   - a private call (a Privacy header other than none, Remote-Party-ID
+//     privacy=full|uri|name, or an anonymous From): From becomes
+//     "Anonymous" <sip:anonymous@anonymous.invalid> (or
+//     <sip:FromUser@Domain> with KeepFromUserOnPrivacy), PAI is kept only
+//     when the trunk is trusted (TrustPAI), Privacy carries the tokens;
+//   - the identity headers of an untrusted PBX are ignored.
+//
+// e164 normalises numbers (route.Table.E164); nil uses them verbatim.
+func TrunkCaller(in *sip.Request, id TrunkIdentity, pbxTrusted bool, e164 func(string) (string, error)) (Identity, error) {
 	if !validHost(id.Domain) {
-		return fmt.Errorf("to trunk: domain %q: %w", id.Domain, ErrBadValue)
+		return Identity{}, fmt.Errorf("to trunk: domain %q: %w", id.Domain, ErrBadValue)
 	}
 	norm := func(s string) (string, bool) {
 		if e164 == nil {
@@ -299,7 +334,7 @@ func ToTrunk(in, out *sip.Request, id TrunkIdentity, pbxTrusted bool, e164 func(
 		n, ok := norm(id.CallerID)
 		if !ok {
 			if !validUser(id.CallerID) {
-				return fmt.Errorf("to trunk: caller id %q: %w", id.CallerID, ErrBadValue)
+				return Identity{}, fmt.Errorf("to trunk: caller id %q: %w", id.CallerID, ErrBadValue)
 			}
 			n = id.CallerID
 		}
@@ -318,59 +353,46 @@ func ToTrunk(in, out *sip.Request, id TrunkIdentity, pbxTrusted bool, e164 func(
 		user = asserted.number
 	}
 	if !validUser(user) {
-		return fmt.Errorf("to trunk: from user %q: %w", user, ErrBadValue)
+		return Identity{}, fmt.Errorf("to trunk: from user %q: %w", user, ErrBadValue)
 	}
-	scheme := schemeOf(from)
+	var out Identity
 	switch {
 	case private && id.KeepFromUserOnPrivacy:
-		from.DisplayName = "Anonymous"
-		from.Address = sip.Uri{Scheme: scheme, User: user, Host: id.Domain}
+		out.DisplayName, out.From = "Anonymous", sip.Uri{Scheme: "sip", User: user, Host: id.Domain}
 	case private:
-		from.DisplayName = "Anonymous"
-		from.Address = anonymousURI()
+		out.DisplayName, out.From = "Anonymous", anonymousURI()
 	default:
-		from.DisplayName = display
-		from.Address = sip.Uri{Scheme: scheme, User: user, Host: id.Domain}
-	}
-
-	for _, n := range identityHeaders {
-		removeAll(out, n)
+		out.DisplayName, out.From = display, sip.Uri{Scheme: "sip", User: user, Host: id.Domain}
 	}
 	if asserted.number != "" && (!private || id.TrustPAI) {
 		d := ""
 		if !private {
 			d = display
 		}
-		v := nameAddr(d, identityURI(scheme, asserted.number, id.Domain))
-		if err := CheckValue(v); err != nil {
-			return fmt.Errorf("to trunk: %s: %w", paiName, err)
-		}
-		out.AppendHeader(sip.NewHeader(paiName, v))
+		out.PAI = nameAddr(d, identityURI("sip", asserted.number, id.Domain))
 	}
 	if private {
-		out.AppendHeader(sip.NewHeader(privacyName, strings.Join(toks, ";")))
+		out.Privacy = strings.Join(toks, ";")
 	}
-	return CheckValue(from.Value())
+	return out, nil
 }
 
-// ToPBX writes the caller identity of out, the request toward the PBX on a
-// call from a trunk (in):
-//   - the caller is the trunk's P-Asserted-Identity (or Remote-Party-ID
-//     party=calling) when trustPAI, else the user of its From;
+// PBXCaller decides the caller identity toward the PBX on a call from a
+// trunk (in):
+//   - the caller is the trunk's P-Asserted-Identity (a phone number
+//     preferred among several entries; else Remote-Party-ID party=calling)
+//     when trustPAI, else the user of its From; the display name comes
+//     with it, else from From;
 //   - format turns the number into what the PBX wants (route.Table's
 //     CallerForPBX: E.164 or national); nil keeps it;
-//   - From: "display" <sip:caller@pbxDomain>, tag kept; and, when trustPAI,
-//     P-Asserted-Identity with the same name-addr;
+//   - From: "display" <sip:caller@pbxDomain;user=phone>; and, when
+//     trustPAI, P-Asserted-Identity with the same name-addr;
 //   - a private call (Privacy, Remote-Party-ID privacy=, anonymous From) or
 //     a caller that is no valid SIP user: From "Anonymous"
-//     <sip:anonymous@anonymous.invalid>, no PAI, Privacy: id.
-func ToPBX(in, out *sip.Request, trustPAI bool, pbxDomain string, format func(string) string) error {
-	from := out.From()
-	if from == nil {
-		return errors.New("to pbx: out has no From header")
-	}
+//     <sip:anonymous@anonymous.invalid>, no PAI, Privacy with the tokens.
+func PBXCaller(in *sip.Request, trustPAI bool, pbxDomain string, format func(string) string) (Identity, error) {
 	if !validHost(pbxDomain) {
-		return fmt.Errorf("to pbx: domain %q: %w", pbxDomain, ErrBadValue)
+		return Identity{}, fmt.Errorf("to pbx: domain %q: %w", pbxDomain, ErrBadValue)
 	}
 	private, toks := privacyOf(in)
 
@@ -404,21 +426,36 @@ func ToPBX(in, out *sip.Request, trustPAI bool, pbxDomain string, format func(st
 			toks = []string{"id"}
 		}
 	}
-
-	for _, n := range identityHeaders {
-		removeAll(out, n)
-	}
 	if private {
-		from.DisplayName = "Anonymous"
-		from.Address = anonymousURI()
-		out.AppendHeader(sip.NewHeader(privacyName, strings.Join(toks, ";")))
-		return CheckValue(from.Value())
+		return Identity{DisplayName: "Anonymous", From: anonymousURI(), Privacy: strings.Join(toks, ";")}, nil
 	}
-	display := cleanDisplay(caller.display)
-	from.DisplayName = display
-	from.Address = identityURI(schemeOf(from), caller.number, pbxDomain)
+	out := Identity{DisplayName: cleanDisplay(caller.display), From: identityURI("sip", caller.number, pbxDomain)}
 	if trustPAI {
-		out.AppendHeader(sip.NewHeader(paiName, nameAddr(display, identityURI(schemeOf(from), caller.number, pbxDomain))))
+		out.PAI = nameAddr(out.DisplayName, out.From)
 	}
-	return CheckValue(from.Value())
+	return out, nil
+}
+
+// ToTrunk is TrunkCaller applied to out, the request toward the trunk.
+func ToTrunk(in, out *sip.Request, id TrunkIdentity, pbxTrusted bool, e164 func(string) (string, error)) error {
+	if out.From() == nil {
+		return errors.New("to trunk: out has no From header")
+	}
+	i, err := TrunkCaller(in, id, pbxTrusted, e164)
+	if err != nil {
+		return err
+	}
+	return i.Apply(out)
+}
+
+// ToPBX is PBXCaller applied to out, the request toward the PBX.
+func ToPBX(in, out *sip.Request, trustPAI bool, pbxDomain string, format func(string) string) error {
+	if out.From() == nil {
+		return errors.New("to pbx: out has no From header")
+	}
+	i, err := PBXCaller(in, trustPAI, pbxDomain, format)
+	if err != nil {
+		return err
+	}
+	return i.Apply(out)
 }

@@ -254,3 +254,50 @@ func TestToPBX(t *testing.T) {
 		t.Error("no From: accepted")
 	}
 }
+
+// TestIdentityValue: the B2BUA may decide the identity once (dialog state)
+// and apply it to each request of the leg.
+func TestIdentityValue(t *testing.T) {
+	i, err := TrunkCaller(pbxInvite(t, "P-Asserted-Identity: <sip:+14155550111@10.0.0.10>"), skype, true, e164)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Identity{DisplayName: "Alice Smith", From: sip.Uri{Scheme: "sip", User: "990500000231", Host: "sip.skype.com"}, PAI: didPAI}
+	if i.DisplayName != want.DisplayName || i.From.String() != want.From.String() || i.PAI != want.PAI || i.Privacy != "" {
+		t.Fatalf("TrunkCaller = %+v; want %+v", i, want)
+	}
+	// A sips From stays sips; the tag stays.
+	out := legB(t)
+	out.From().Address.Scheme = "sips"
+	if err := i.Apply(out); err != nil {
+		t.Fatal(err)
+	}
+	if got := hval(out, "From"); got != `"Alice Smith" <sips:990500000231@sip.skype.com>;tag=legb` {
+		t.Errorf("From = %s", got)
+	}
+	// A BYE of the same leg gets the same identity.
+	bye := legB(t)
+	if err := i.Apply(bye); err != nil || hval(bye, "P-Asserted-Identity") != didPAI {
+		t.Errorf("Apply to BYE: %v, PAI %q", err, hval(bye, "P-Asserted-Identity"))
+	}
+
+	p, err := PBXCaller(parseReq(t, "INVITE sip:+14155550100@203.0.113.5 SIP/2.0", "Via: SIP/2.0/TLS 198.51.100.7;branch=z9hG4bK-9",
+		`From: "Caller" <sip:+12125550199@sip.skype.com>;tag=t`, "To: <sip:x@y>", "Call-ID: c", "CSeq: 1 INVITE"), false, "10.0.0.10", nil)
+	if err != nil || p.From.String() != "sip:+12125550199@10.0.0.10;user=phone" || p.PAI != "" || p.DisplayName != "Caller" {
+		t.Errorf("PBXCaller = %+v, %v", p, err)
+	}
+
+	for _, bad := range []Identity{
+		{From: sip.Uri{Scheme: "sip", User: "a", Host: "b"}, PAI: "<sip:x@y>\r\nVia: evil"},
+		{From: sip.Uri{Scheme: "sip", User: "a", Host: "b"}, Privacy: "id\x00"},
+		{DisplayName: "x\ny", From: sip.Uri{Scheme: "sip", User: "a", Host: "b"}},
+	} {
+		out := legB(t)
+		if err := bad.Apply(out); !errors.Is(err, ErrBadValue) {
+			t.Errorf("Apply(%+v) = %v; want ErrBadValue", bad, err)
+		}
+		if hval(out, "From") != "<sip:esbc@203.0.113.5>;tag=legb" {
+			t.Errorf("a refused Apply changed From: %s", hval(out, "From"))
+		}
+	}
+}
