@@ -500,6 +500,13 @@ func TestSecondSIGTERMCutsDrainShort(t *testing.T) {
 	})
 	r.sigs <- syscall.SIGTERM
 	<-blocked
+	// Draining: not ready any more (load balancers and monitors see it).
+	res, err := http.Get("http://" + r.app.AdminAddr() + "/readyz")
+	must(t, err)
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz while draining: %d", res.StatusCode)
+	}
 	r.sigs <- syscall.SIGTERM
 	select {
 	case code := <-r.code:
@@ -620,4 +627,25 @@ func TestSystemdNotify(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	r.code <- 0
+}
+
+func TestDSCPOnSIPSockets(t *testing.T) {
+	lc := listenConfig(24, func(err error) { t.Errorf("set DSCP: %v", err) })
+	pc, err := listenPacket(context.Background(), lc, "127.0.0.1:0")
+	must(t, err)
+	defer pc.Close()
+	ln, err := listenStream(context.Background(), lc, "127.0.0.1:0")
+	must(t, err)
+	defer ln.Close()
+	for name, c := range map[string]syscall.Conn{"udp": pc.(syscall.Conn), "tcp": ln.(syscall.Conn)} {
+		raw, err := c.SyscallConn()
+		must(t, err)
+		var tos int
+		var serr error
+		must(t, raw.Control(func(fd uintptr) { tos, serr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TOS) }))
+		must(t, serr)
+		if tos != 24<<2 {
+			t.Errorf("%s: IP_TOS = %#x, want %#x (CS3)", name, tos, 24<<2)
+		}
+	}
 }
