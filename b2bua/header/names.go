@@ -111,7 +111,7 @@ func removeAll(m Message, lname string) []sip.Header {
 	return removed
 }
 
-// firstValues returns the values of every header called lname.
+// values returns the values of every header called lname.
 func values(m Message, lname string) []string {
 	var out []string
 	for _, h := range m.Headers() {

@@ -156,7 +156,7 @@ func allDigits(s string) bool {
 func (t *Table) E164(number string) (string, error) {
 	c, err := cleanNumber(number)
 	if err != nil {
-		return "", fmt.Errorf("number %q: %w: %v", number, ErrInvalidNumber, err)
+		return "", fmt.Errorf("number %q: %w: %w", number, ErrInvalidNumber, err)
 	}
 	e, err := t.e164Clean(c)
 	if err != nil {
@@ -184,7 +184,7 @@ func (t *Table) e164Clean(c string) (string, error) {
 	}
 	num, err := phonenumbers.Parse("+"+digits, "ZZ")
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrInvalidNumber, err)
+		return "", fmt.Errorf("%w: %w", ErrInvalidNumber, err)
 	}
 	if !phonenumbers.IsValidNumber(num) {
 		return "", fmt.Errorf("%w: +%s is not a valid number", ErrInvalidNumber, digits)

@@ -160,12 +160,12 @@ func Compile(cfg Config) (*Table, error) {
 		key := fmt.Sprintf("routes.outbound[%d]", i)
 		re, err := regexp.Compile(r.Match)
 		if err != nil {
-			bad(key+".match", "%v", err)
+			bad(key+".match", "%w", err)
 		} else if r.Match == "" {
 			bad(key+".match", "empty")
 		}
 		if err := checkTemplate(r.Number); err != nil {
-			bad(key+".number", "%v", err)
+			bad(key+".number", "%w", err)
 		}
 		em, ok := trunks[r.Trunk]
 		if !ok {
@@ -177,14 +177,14 @@ func Compile(cfg Config) (*Table, error) {
 		key := fmt.Sprintf("routes.inbound[%d]", i)
 		re, err := regexp.Compile(r.Match)
 		if err != nil {
-			bad(key+".match", "%v", err)
+			bad(key+".match", "%w", err)
 		} else if r.Match == "" {
 			bad(key+".match", "empty")
 		}
 		if r.Extension == "" {
 			bad(key+".extension", "empty")
 		} else if err := checkTemplate(r.Extension); err != nil {
-			bad(key+".extension", "%v", err)
+			bad(key+".extension", "%w", err)
 		}
 		t.inbound = append(t.inbound, inRoute{re: re, template: r.Extension})
 	}
@@ -235,7 +235,7 @@ func (t *Table) Outbound(dialled string) (Decision, error) {
 	}
 	c, err := cleanNumber(dialled)
 	if err != nil {
-		return Decision{}, fmt.Errorf("route %q: %w: %v", dialled, ErrInvalidNumber, err)
+		return Decision{}, fmt.Errorf("route %q: %w: %w", dialled, ErrInvalidNumber, err)
 	}
 	if code, emergency, ok := t.classify(c); ok {
 		return t.emergencyRoute(c, code, emergency)
@@ -384,7 +384,7 @@ func (t *Table) forms(s string) []string {
 func (t *Table) Inbound(ruriUser string) (string, error) {
 	u, err := userPart(ruriUser)
 	if err != nil {
-		return "", fmt.Errorf("inbound %q: %w: %v", ruriUser, ErrInvalidNumber, err)
+		return "", fmt.Errorf("inbound %q: %w: %w", ruriUser, ErrInvalidNumber, err)
 	}
 	if looksNumeric(u) {
 		if c, err := cleanDigits(u); err == nil {
