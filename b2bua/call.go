@@ -448,12 +448,12 @@ func (b *B2BUA) setup(c *Call, req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 
-	ok := b.answerA(c, req, tx, res, answer)
 	c.mu.Lock()
 	c.Answer = time.Now()
 	c.Code = res.StatusCode
 	c.mu.Unlock()
 	b.m.setup.WithLabelValues(c.Direction).Observe(time.Since(start).Seconds())
+	ok := b.answerA(c, req, tx, res, answer)
 	if !ok {
 		b.log.Info("no ACK from leg A", zap.String("call", c.ID))
 		b.ackB(c)
@@ -1014,6 +1014,10 @@ func (b *B2BUA) finish(c *Call, result string) {
 	acquired := c.acquired
 	c.acquired = false
 	ms := c.media
+	dur := 0.0
+	if !c.Answer.IsZero() {
+		dur = c.End.Sub(c.Answer).Seconds()
+	}
 	c.mu.Unlock()
 	c.setupCancel(errShutdown)
 	c.ackOnce.Do(func() { close(c.ackCh) })
@@ -1027,10 +1031,6 @@ func (b *B2BUA) finish(c *Call, result string) {
 		c.trunk.Release()
 	}
 	b.removeCall(c)
-	dur := 0.0
-	if !c.Answer.IsZero() {
-		dur = c.End.Sub(c.Answer).Seconds()
-	}
 	b.m.done(c.Direction, c.Trunk, result, dur)
 	b.writeCDR(c, result, stats)
 }
