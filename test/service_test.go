@@ -361,6 +361,20 @@ func TestService(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 
+		// TLS below min_version is refused, logged with the peer and counted.
+		if c, err := cryptotls.Dial("tcp", p.addr("wan/tls"), &cryptotls.Config{
+			InsecureSkipVerify: true, MinVersion: cryptotls.VersionTLS11, MaxVersion: cryptotls.VersionTLS11,
+		}); err == nil {
+			c.Close()
+			t.Fatal("TLS 1.1 handshake accepted")
+		}
+		p.waitFor(t, "handshake failure counted", "/metrics", func(b string) bool {
+			return strings.Contains(b, `esbc_tls_handshake_failures_total{reason="version",side="wan"} 1`)
+		})
+		if !strings.Contains(p.logs(), `"msg":"tls handshake failed"`) || !strings.Contains(p.logs(), `"peer":"127.0.0.1:`) {
+			t.Fatal("handshake failure not logged with the peer")
+		}
+
 		// SIGTERM: drain, exit 0 within shutdown_grace.
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
