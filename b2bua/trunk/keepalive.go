@@ -85,7 +85,7 @@ func (t *Trunk) ping(ctx context.Context, x locate.Target) {
 		if t.deps.Health.Up(t.cfg.Name, x) {
 			t.log.Warn("target down", zap.String("target", x.String()), zap.Error(err))
 		}
-		t.deps.Health.MarkDown(t.cfg.Name, x, "options: "+te.Error())
+		t.markDown(x, "options: "+te.Error())
 	default:
 		t.log.Debug("options", zap.String("target", x.String()), zap.Error(err))
 	}
@@ -113,7 +113,7 @@ func (t *Trunk) crlfLoop(ctx context.Context) {
 		}
 		if err := t.crlf(x); err != nil && !errors.Is(err, errNoConnection) {
 			t.log.Warn("crlf keepalive failed", zap.String("target", x.String()), zap.Error(err))
-			t.deps.Health.MarkDown(t.cfg.Name, x, "crlf keepalive: "+err.Error())
+			t.markDown(x, "crlf keepalive: "+err.Error())
 		}
 	}
 }

@@ -130,21 +130,10 @@ func (t *Trunk) pickRegTarget(ctx context.Context) (locate.Target, error) {
 	if !ok || !t.deps.Health.Up(t.cfg.Name, cur) || !contains(ts, cur) {
 		return ts[0], nil
 	}
-	if ts[0].Priority < cur.Priority && t.preferred(ts[0]) {
+	if ts[0].Priority < cur.Priority && t.deps.Health.Preferred(t.cfg.Name, ts[0]) {
 		return ts[0], nil
 	}
 	return cur, nil
-}
-
-// preferred reports whether x is up and past its hold-down.
-func (t *Trunk) preferred(x locate.Target) bool {
-	key := x.String()
-	for _, s := range t.deps.Health.Snapshot() {
-		if s.Trunk == t.cfg.Name && s.Target == key {
-			return s.Preferred
-		}
-	}
-	return t.deps.Health.Up(t.cfg.Name, x)
 }
 
 func contains(ts []locate.Target, x locate.Target) bool {
@@ -161,6 +150,8 @@ func contains(ts []locate.Target, x locate.Target) bool {
 func (t *Trunk) waitRegistered(ctx context.Context, serving locate.Target, refresh time.Duration) {
 	due := time.NewTimer(refresh)
 	defer due.Stop()
+	// Fail-back has no event (the hold-down just passes) and the B2BUA may
+	// take the target down on a failed INVITE: poll, bounded to 5 s.
 	poll := time.NewTicker(min(max(t.cfg.FailbackHoldDown/5, 50*time.Millisecond), 5*time.Second, refresh))
 	defer poll.Stop()
 	for {
@@ -169,6 +160,13 @@ func (t *Trunk) waitRegistered(ctx context.Context, serving locate.Target, refre
 			return
 		case <-due.C:
 			return
+		case <-t.kick:
+			// Our own keepalive took a target down: look now.
+			next, err := t.pickRegTarget(ctx)
+			if err == nil && next.String() != serving.String() {
+				t.log.Info("registration moves", zap.String("from", serving.String()), zap.String("to", next.String()))
+				return
+			}
 		case <-poll.C:
 			next, err := t.pickRegTarget(ctx)
 			if err == nil && next.String() != serving.String() {

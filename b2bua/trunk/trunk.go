@@ -2,7 +2,6 @@ package trunk
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -48,7 +47,8 @@ type Trunk struct {
 	closed      bool                    // guarded by mu
 	cancel      context.CancelFunc      // guarded by mu: stops the loops
 
-	wg sync.WaitGroup // the loops
+	wg   sync.WaitGroup // the loops
+	kick chan struct{}  // keepalive → registration: a target went down
 
 	closeOnce sync.Once
 	closeErr  error
@@ -84,6 +84,7 @@ func New(cfg Config, deps Deps) (*Trunk, error) {
 		m:     newMetrics(deps.Reg),
 		ch:    &channels{},
 		addrs: map[netip.Addr]struct{}{},
+		kick:  make(chan struct{}, 1),
 	}
 	t.ch.limit.Store(int64(cfg.Channels))
 	t.reg = RegState{Trunk: cfg.Name, State: StateUnregistered}
@@ -284,4 +285,11 @@ func hostOf(hostport string) string {
 	return h
 }
 
-var errClosed = errors.New("trunk closed")
+// markDown takes x down in Health and wakes the registration loop.
+func (t *Trunk) markDown(x locate.Target, reason string) {
+	t.deps.Health.MarkDown(t.cfg.Name, x, reason)
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}

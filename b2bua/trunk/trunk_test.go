@@ -598,3 +598,30 @@ func TestRegStateJSON(t *testing.T) {
 		}
 	}
 }
+
+// A registrar that dies while serving: the OPTIONS keepalive takes it down
+// and the registration moves to the next target before its refresh is due.
+func TestRegisterMovesWhenServingDies(t *testing.T) {
+	primary := newRegistrar(t, "udp", "127.0.0.1")
+	secondary := newRegistrar(t, "udp", "127.0.0.2")
+	primary.mode.Store("open")
+	secondary.mode.Store("open")
+	e := newEnv(t, "udp")
+	cfg := e.config("udp", primary.addr, secondary.addr)
+	cfg.RegisterExpires = time.Hour // no refresh during the test
+	cfg.OptionsInterval = 100 * time.Millisecond
+	cfg.FailbackHoldDown = time.Hour // and no fail-back
+	tr := e.start(t, cfg)
+	waitFor(t, "registered at the primary", func() bool {
+		st := tr.Registration()
+		return st.State == StateRegistered && strings.Contains(st.Target, primary.addr)
+	})
+	primary.mode.Store("drop")
+	waitFor(t, "registered at the secondary", func() bool {
+		st := tr.Registration()
+		return st.State == StateRegistered && strings.Contains(st.Target, secondary.addr)
+	})
+	if n := secondary.registerCount(); n != 1 {
+		t.Fatalf("secondary saw %d REGISTERs, want 1", n)
+	}
+}
