@@ -464,7 +464,7 @@ func TestMediaConcurrentStreams(t *testing.T) {
 	cpu := mediaCPUTime() - cpu0
 	wall := time.Since(start)
 	loss := 100 * float64(sent-int(recv.Load())) / float64(sent)
-	t.Logf("BENCH media concurrent calls=%d pps/call=%d offered=%d pps sent=%d recv=%d loss=%.3f%% process CPU (mediaGenerator+relay+sink)=%.0f%% of a core; media memory/call=%.1f KiB (heap %.1f, stacks %.1f) goroutines/call=%.1f",
+	t.Logf("BENCH media concurrent calls=%d pps/call=%d offered=%d pps sent=%d recv=%d loss=%.3f%% process CPU (generator+relay+sink)=%.0f%% of a core; media memory/call=%.1f KiB (heap %.1f, stacks %.1f) goroutines/call=%.1f",
 		calls, pps, calls*pps, sent, recv.Load(), loss, 100*cpu.Seconds()/wall.Seconds(), perCall/1024, heapPerCall/1024, stackPerCall/1024, gPerCall)
 	var dropped uint64
 	for _, c := range ends {
@@ -480,7 +480,7 @@ func TestMediaConcurrentStreams(t *testing.T) {
 		return false
 	})
 	esbcDrops := mediaUdpDrops(t, func(p int) bool { return p >= 30000 && p < 40000 })
-	t.Logf("BENCH media concurrent dropped by esbc=%d; kernel receive-queue drops: esbc sockets=%d, mediaGenerator's sink socket=%d", dropped, esbcDrops, sinkDrops)
+	t.Logf("BENCH media concurrent dropped by esbc=%d; kernel receive-queue drops: esbc sockets=%d, generator's sink socket=%d", dropped, esbcDrops, sinkDrops)
 }
 
 // mediaUdpDrops sums the kernel's per-socket drop counter (/proc/net/udp, last
