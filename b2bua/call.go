@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 
+	"github.com/esbc/esbc/b2bua/header"
 	"github.com/esbc/esbc/b2bua/locate"
 )
 
@@ -83,6 +83,7 @@ type Call struct {
 	timers      []*time.Timer
 	pending     [2]bool // a re-INVITE is in progress from leg idx
 	lastAnswerA []byte  // last SDP answer sent to leg A during setup
+	identity    header.Identity // caller identity written on leg B's INVITE
 }
 
 var (
@@ -239,12 +240,23 @@ func (b *B2BUA) newCall(s *side, req *sip.Request, tx sip.ServerTransaction) (*C
 			user = c.From
 		}
 		bl.Dialog.LocalURI = sip.Uri{Scheme: "sip", User: user, Host: c.tc.Domain}
+		bl.Dialog.LocalName = from.DisplayName
+		id, err := header.TrunkCaller(req, header.TrunkIdentity{
+			Domain: c.tc.Domain, FromUser: c.tc.FromUser, CallerID: c.tc.CallerID,
+			AllowedCallerIDs: c.tc.AllowedCallerIDs, TrustPAI: c.tc.TrustPAI,
+			FromDisplay: c.tc.FromDisplay, KeepFromUserOnPrivacy: true,
+		}, cfg.PBXTrusted, cfg.E164)
+		if err != nil {
+			b.log.Info("caller identity toward the trunk: defaults used", zap.String("trunk", trunkName), zap.Error(err))
+		} else {
+			bl.Dialog.LocalURI, bl.Dialog.LocalName = id.From, id.DisplayName
+			c.identity = id
+		}
 		bl.Dialog.RemoteURI = sip.Uri{Scheme: "sip", User: c.To, Host: c.tc.Domain}
 		bl.Dialog.RemoteTarget = sip.Uri{Scheme: "sip", User: c.To, Host: c.tc.Domain}
 		if tr != "udp" {
 			bl.Dialog.RemoteTarget.UriParams = sip.HeaderParams{{K: "transport", V: strings.ToLower(tr)}}
 		}
-		bl.Dialog.LocalName = from.DisplayName
 	} else {
 		var pbx sip.Uri
 		_ = sip.ParseUri(cfg.PBX, &pbx)
@@ -265,6 +277,16 @@ func (b *B2BUA) newCall(s *side, req *sip.Request, tx sip.ServerTransaction) (*C
 		c.From = caller
 		bl.Dialog.LocalURI = sip.Uri{Scheme: "sip", User: caller, Host: cfg.LAN.Advertise}
 		bl.Dialog.LocalName = from.DisplayName
+		id, err := header.PBXCaller(req, c.tc.TrustPAI, cfg.LAN.Advertise, cfg.CallerForPBX)
+		if err != nil {
+			b.log.Info("caller identity toward the PBX: From user used", zap.String("trunk", trunkName), zap.Error(err))
+		} else {
+			bl.Dialog.LocalURI, bl.Dialog.LocalName = id.From, id.DisplayName
+			c.identity = id
+			if id.From.User != "" {
+				c.From = id.From.User
+			}
+		}
 		bl.Dialog.RemoteURI = sip.Uri{Scheme: "sip", User: c.To, Host: pbx.Host, Port: pbx.Port}
 		bl.Dialog.RemoteTarget = sip.Uri{Scheme: "sip", User: c.To, Host: pbx.Host, Port: pbx.Port, UriParams: pbx.UriParams}
 	}
@@ -661,43 +683,40 @@ func (b *B2BUA) buildInvite(c *Call, areq, req *sip.Request, body []byte) {
 	}
 	req.SetBody(body)
 	req.AppendHeader(sip.NewHeader("Allow", allowMethods))
-	copyHeaders(areq, req, cfg, "Supported", "Session-Expires", "Min-SE", "Privacy")
-	if c.Direction == "outbound" {
-		caller := c.tc.CallerID
-		if slices.Contains(c.tc.AllowedCallerIDs, c.From) || (cfg.PBXTrusted && slices.Contains(c.tc.AllowedCallerIDs, paiUser(areq))) {
-			caller = c.From
-			if p := paiUser(areq); cfg.PBXTrusted && p != "" && slices.Contains(c.tc.AllowedCallerIDs, p) {
-				caller = p
-			}
-		}
-		if caller != "" {
-			req.AppendHeader(sip.NewHeader("P-Asserted-Identity", "<sip:"+caller+"@"+c.tc.Domain+">"))
-		}
+	copyHeaders(areq, req, nil, "Supported", "Session-Expires", "Min-SE")
+	if c.identity.PAI != "" {
+		req.AppendHeader(sip.NewHeader("P-Asserted-Identity", c.identity.PAI))
 	}
+	if c.identity.Privacy != "" {
+		req.AppendHeader(sip.NewHeader("Privacy", c.identity.Privacy))
+	}
+	if pol := b.policy(c, c.B); pol != nil {
+		if err := pol.CopyAllowed(areq, req); err != nil {
+			b.log.Info("header policy", zap.String("call", c.ID), zap.Error(err))
+		}
+		return
+	}
+	copyHeaders(areq, req, cfg)
 	b.decorate(req)
 }
 
-func paiUser(req *sip.Request) string {
-	h := req.GetHeader("P-Asserted-Identity")
-	if h == nil {
-		return ""
+// policy is the header policy of messages sent on leg l (nil: none).
+func (b *B2BUA) policy(c *Call, l *Leg) *header.Compiled {
+	if l.Side == "lan" {
+		return c.cfg.ToLAN
 	}
-	v := h.Value()
-	if i := strings.IndexByte(v, '<'); i >= 0 {
-		if j := strings.IndexByte(v[i:], '>'); j > 0 {
-			v = v[i+1 : i+j]
-		}
+	if c.tc.Headers != nil {
+		return c.tc.Headers
 	}
-	var u sip.Uri
-	if err := sip.ParseUri(strings.TrimSpace(v), &u); err != nil {
-		return ""
-	}
-	return u.User
+	return c.cfg.ToWAN
 }
 
 // copyHeaders copies the named headers and the configured extra ones.
 func copyHeaders(in, out *sip.Request, cfg *Config, names ...string) {
-	for _, n := range append(names, cfg.AllowHeaders...) {
+	if cfg != nil {
+		names = append(names, cfg.AllowHeaders...)
+	}
+	for _, n := range names {
 		for _, h := range in.GetHeaders(n) {
 			if validValue(h.Value()) {
 				out.AppendHeader(sip.NewHeader(h.Name(), h.Value()))

@@ -28,6 +28,12 @@ func TestOutboundCallBasic(t *testing.T) {
 	if got := inv.From().Address.User; got != "990500000231" {
 		t.Errorf("From user %q, want the trunk username", got)
 	}
+	if h := inv.GetHeader("P-Asserted-Identity"); h == nil || !strings.Contains(h.Value(), "+14155550100") {
+		t.Errorf("P-Asserted-Identity %v, want the allowed caller ID", h)
+	}
+	if h := inv.GetHeader("User-Agent"); h == nil || h.Value() != "esbc" {
+		t.Errorf("User-Agent %v", h)
+	}
 	if err := s.Bye(ctx); err != nil {
 		t.Fatalf("BYE from PBX: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/esbc/esbc/b2bua/header"
 	"github.com/esbc/esbc/b2bua/locate"
 	"github.com/esbc/esbc/media"
 )
@@ -28,6 +29,14 @@ type Config struct {
 	Trunks     map[string]TrunkConfig
 	// Router is the dial plan (route.Table satisfies it through RouterFuncs).
 	Router Router
+	// E164 normalises numbers toward a trunk (route.Table.E164); nil keeps them.
+	E164 func(string) (string, error)
+	// CallerForPBX formats a trunk caller for the PBX (route.Table.CallerForPBX); nil keeps it.
+	CallerForPBX func(string) string
+	// ToLAN and ToWAN are the header policies of messages esbc sends toward
+	// each side (allow-list, Server/User-Agent, rules); nil: esbc's own
+	// minimal list. A trunk's Headers, when set, replaces ToWAN.
+	ToLAN, ToWAN *header.Compiled
 	// ServerHeader is the Server/User-Agent value on both sides ("" = none).
 	ServerHeader string
 	// AllowHeaders are extra header names copied between legs (besides the
@@ -75,6 +84,10 @@ type TrunkConfig struct {
 	ReferRelay       bool          // refer: relay (else 403)
 	FailoverTimeout  time.Duration // no response from a target in this time → next (default 2s)
 	MaxDuration      time.Duration
+	// Headers is the header policy toward this trunk (nil: Config.ToWAN).
+	Headers *header.Compiled
+	// FromDisplay is the display name of From toward the trunk ("" = the PBX's).
+	FromDisplay string
 	// FarEndNAT latches the trunk leg's media to the SIP source address.
 	FarEndNAT bool
 	Media     media.LegConfig

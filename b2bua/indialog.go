@@ -129,9 +129,16 @@ func (b *B2BUA) onInDialog(_ *side, req *sip.Request, tx sip.ServerTransaction) 
 		out.AppendHeader(sip.NewHeader("Content-Type", ct))
 	}
 	out.SetBody(body)
-	copyHeaders(req, out, cfg, "Event", "Subscription-State", "Refer-To", "Referred-By",
-		"Session-Expires", "Min-SE", "Supported", "Require", "Info-Package", "Accept", "Allow-Events", "RAck", "Privacy")
-	b.decorate(out)
+	copyHeaders(req, out, nil, "Event", "Subscription-State", "Refer-To", "Referred-By",
+		"Session-Expires", "Min-SE", "Supported", "Require", "Info-Package", "RAck")
+	if pol := b.policy(c, peer); pol != nil {
+		if err := pol.CopyAllowed(req, out); err != nil {
+			b.log.Info("header policy", zap.String("call", c.ID), zap.Error(err))
+		}
+	} else {
+		copyHeaders(req, out, cfg, "Accept", "Allow-Events")
+		b.decorate(out)
+	}
 
 	timeout := 32 * sip.T1
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)

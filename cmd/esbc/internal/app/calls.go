@@ -38,6 +38,7 @@ import (
 
 	"github.com/esbc/esbc/b2bua"
 	"github.com/esbc/esbc/b2bua/cdr"
+	"github.com/esbc/esbc/b2bua/header"
 	"github.com/esbc/esbc/b2bua/locate"
 	"github.com/esbc/esbc/b2bua/route"
 	"github.com/esbc/esbc/b2bua/trunk"
@@ -200,6 +201,13 @@ func b2buaConfig(s *config.Snapshot, d CallsDeps) (*b2bua.Config, error) {
 		WANMethods:     s.Security.Methods.WAN,
 		Trunks:         make(map[string]b2bua.TrunkConfig, len(s.Trunks)),
 	}
+	cfg.E164, cfg.CallerForPBX = rt.E164, rt.CallerForPBX
+	if cfg.ToLAN, err = headerPolicy(s, s.LAN.PBX.HeaderRules); err != nil {
+		return nil, fmt.Errorf("lan.pbx.header_rules: %w", err)
+	}
+	if cfg.ToWAN, err = headerPolicy(s, nil); err != nil {
+		return nil, fmt.Errorf("headers: %w", err)
+	}
 	cfg.LANMedia = media.LegConfig{Name: "lan", BindAddr: bindAddr(d.LAN), Advertise: ipOf(lanAdv), SRTP: media.SRTPOff}
 	cfg.WANMedia = media.LegConfig{Name: "wan", BindAddr: bindAddr(d.WAN), Advertise: ipOf(wanAdv), SRTP: media.SRTPMandatory}
 	for _, t := range s.Trunks {
@@ -208,7 +216,14 @@ func b2buaConfig(s *config.Snapshot, d CallsDeps) (*b2bua.Config, error) {
 		ml.AllowInsecureSDES = t.AllowSDESInsecure
 		ml.Codecs = t.Codecs
 		ml.Video, ml.T38 = t.Video, t.T38
+		var hp *header.Compiled
+		if len(t.HeaderRules) > 0 {
+			if hp, err = headerPolicy(s, t.HeaderRules); err != nil {
+				return nil, fmt.Errorf("trunks[%s].header_rules: %w", t.Name, err)
+			}
+		}
 		cfg.Trunks[t.Name] = b2bua.TrunkConfig{
+			Headers: hp,
 			Name: t.Name, Domain: t.Domain, Transport: t.Transport, FromUser: t.FromUser,
 			CallerID: t.CallerID, AllowedCallerIDs: t.AllowedCallerIDs, TrustPAI: t.TrustPAI,
 			ReferRelay: t.Refer == "relay", FailoverTimeout: t.FailoverTimeout, MaxDuration: t.MaxCallDuration,
@@ -216,6 +231,15 @@ func b2buaConfig(s *config.Snapshot, d CallsDeps) (*b2bua.Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// headerPolicy compiles the global header policy plus side rules.
+func headerPolicy(s *config.Snapshot, extra []config.HeaderRule) (*header.Compiled, error) {
+	p := header.Policy{Allow: s.Headers.Allow, ServerHeader: s.Security.ServerHeader}
+	for _, r := range append(append([]config.HeaderRule(nil), s.Headers.Rules...), extra...) {
+		p.Rules = append(p.Rules, header.Rule{Action: r.Action, Header: r.Header, Match: r.Match, Value: r.Value})
+	}
+	return header.CompilePolicy(p)
 }
 
 func trunkConfigs(s *config.Snapshot, d CallsDeps) []trunk.Config {

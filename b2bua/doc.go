@@ -1,0 +1,69 @@
+// Package b2bua is esbc's back-to-back user agent: every call is two SIP
+// dialogs, leg A where the INVITE came in and leg B that esbc creates
+// toward the other side (PBX → trunk "outbound", trunk → PBX "inbound"),
+// with media anchored by package media in between.
+//
+// # Owns
+//
+// Call and Leg state (Dialog: Call-ID, tags, CSeq, route set, remote
+// target, the destination the dialog lives at), the A↔B mapping of
+// requests and responses, topology hiding (leg B is built from scratch:
+// own Call-ID, tags, CSeq, Via, Contact; only allow-listed headers cross),
+// target failover inside a call, digest answers toward trunks, drain, the
+// one function that maps errors to SIP status codes (Status), call metrics
+// (esbc_calls_total{direction,trunk,result}, esbc_calls_active,
+// esbc_call_setup_seconds, esbc_calls_unknown_source_total,
+// esbc_calls_refused_total, esbc_b2bua_panics_total), the admin view of
+// calls and the CallInfo handed to the CDR writer.
+//
+// # May import
+//
+// sipgo, zap, prometheus, and the esbc packages media, acl, b2bua/route,
+// b2bua/header, b2bua/locate, b2bua/trunk, b2bua/cdr. Nothing under cmd/.
+//
+// # API
+//
+//	func New(cfg *Config, deps Deps) (*B2BUA, error)
+//	func (b *B2BUA) Register(lan, wan Endpoint) error   // installs every SIP handler; before serving
+//	func (b *B2BUA) SetConfig(cfg *Config) error         // new calls; a call keeps its snapshot
+//	func (b *B2BUA) Drain(ctx) error                     // 503 + Retry-After to new INVITEs; waits for calls
+//	func (b *B2BUA) Close(ctx) error                     // BYE on every call, waits for own goroutines
+//	func (b *B2BUA) Calls() []CallInfo; ActiveCalls() int; Draining() bool
+//	func (b *B2BUA) CallsHandler() http.Handler          // GET /api/v1/calls
+//	func JSONHandler(fn func() any) http.Handler         // GET /api/v1/registrations
+//	func Status(err error) (int, string); MapResponse(code int) int
+//	adapters: TrunkSet(*trunk.Set), MediaAdapter(*media.Engine), RouteTable(*route.Table), CDRRecord(CallInfo)
+//
+// # Call flow
+//
+// The INVITE handler goroutine runs the set-up: 100 at once, route, channel,
+// media Offer, then leg B's INVITE to each target of the trunk in health
+// order (failover on no response within failover_timeout, transport error,
+// 503; the last target waits for Timer B); 401/407 are answered with the
+// trunk's credentials; 18x (with early-media SDP through media Answer) and
+// the final response are relayed to leg A; a 2xx is retransmitted on UDP
+// until leg A's ACK, and leg B's 2xx is ACKed when leg A's ACK arrives
+// (ACK end to end). CANCEL from leg A cancels leg B (after its first
+// provisional, RFC 3261 §9.1); a 2xx that crosses a CANCEL or a BYE is
+// ACKed and ended with BYE. In-dialog requests (re-INVITE, UPDATE, INFO,
+// OPTIONS, REFER per trunk policy, NOTIFY, MESSAGE) are relayed to the
+// other leg with SDP through media Offer/Answer; esbc ACKs re-INVITE 2xx
+// on the other leg itself and absorbs the incoming ACK. In-dialog requests
+// go to the dialog's Destination, so they stay with the serving target and
+// reuse its TLS connection (sipgo issue #361).
+//
+// # Concurrency
+//
+// sipgo runs each message on its own goroutine. B2BUA.mu guards the call
+// and dialog maps; Call.mu guards a call's state and both Dialogs. No lock
+// is held across network I/O. Goroutines started by the B2BUA itself (CANCEL
+// senders, timer hang-ups) are counted in a WaitGroup that Close waits for.
+// Handlers recover from panics and count them.
+//
+// # RFCs
+//
+// RFC 3261 (§9 CANCEL, §12 dialogs, §13.3.1.4 2xx retransmission, §15 BYE,
+// §22 digest through b2bua/trunk), RFC 3264 (through media), RFC 3325/3323
+// (through b2bua/header), RFC 6026 (2xx/ACK handling), RFC 4028 headers
+// relayed end to end.
+package b2bua
