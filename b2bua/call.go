@@ -81,8 +81,8 @@ type Call struct {
 	bAck        *sip.Request          // ACK sent for B's 2xx (re-sent on retransmissions)
 	bInviteSeq  uint32
 	timers      []*time.Timer
-	pending     [2]bool // a re-INVITE is in progress from leg idx
-	lastAnswerA []byte  // last SDP answer sent to leg A during setup
+	pending     [2]bool         // a re-INVITE is in progress from leg idx
+	lastAnswerA []byte          // last SDP answer sent to leg A during setup
 	identity    header.Identity // caller identity written on leg B's INVITE
 }
 

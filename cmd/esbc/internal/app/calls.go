@@ -224,7 +224,7 @@ func b2buaConfig(s *config.Snapshot, d CallsDeps) (*b2bua.Config, error) {
 		}
 		cfg.Trunks[t.Name] = b2bua.TrunkConfig{
 			Headers: hp,
-			Name: t.Name, Domain: t.Domain, Transport: t.Transport, FromUser: t.FromUser,
+			Name:    t.Name, Domain: t.Domain, Transport: t.Transport, FromUser: t.FromUser,
 			CallerID: t.CallerID, AllowedCallerIDs: t.AllowedCallerIDs, TrustPAI: t.TrustPAI,
 			ReferRelay: t.Refer == "relay", FailoverTimeout: t.FailoverTimeout, MaxDuration: t.MaxCallDuration,
 			FarEndNAT: t.FarEndNAT, Media: ml,
