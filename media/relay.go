@@ -168,7 +168,8 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort) {
 		return
 	}
 	rtcpPkt := w.isRTCP || (len(pkt) >= 2 && isRTCPByte(pkt[1]))
-	if !w.accept(px, from, now, rtcpPkt) {
+	latch, ok := w.accept(px, from, now, rtcpPkt)
+	if !ok {
 		ep.drop(reasonSource)
 		return
 	}
@@ -190,6 +191,11 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort) {
 			ep.drop(reasonSRTP)
 			return
 		}
+	}
+	if latch {
+		// On an SRTP leg only an authenticated packet moves the latch: a
+		// spoofed source address cannot redirect the call's media.
+		w.latch(from)
 	}
 	ep.st.lastRx.Store(now.UnixNano())
 	ep.st.packetsIn.Add(1)
@@ -283,29 +289,29 @@ func arrivalUnits(now time.Time, rate int64) int64 {
 	return (ns/1e9)*rate + (ns%1e9)*rate/1e9
 }
 
-// accept applies strict-source rules and latching (see doc.go).
-func (w *worker) accept(px *plan, from netip.AddrPort, now time.Time, rtcpPkt bool) bool {
+// accept applies the strict-source rules (see doc.go): ok says whether the
+// packet comes from the peer, latch whether it would (re)latch the source.
+func (w *worker) accept(px *plan, from netip.AddrPort, now time.Time, rtcpPkt bool) (latch, ok bool) {
 	if px.epoch != w.epoch {
 		w.epoch = px.epoch
 		w.latched = netip.AddrPort{}
 	}
 	if w.latched.IsValid() && from == w.latched {
-		return true
+		return false, true
 	}
 	want := px.remote
-	if rtcpPkt && !w.isRTCP {
-		// rtcp-mux: RTCP from the RTP source
-		want = px.remote
-	} else if w.isRTCP {
+	if w.isRTCP {
 		want = px.remoteRTCP
 	}
 	inWindow := now.UnixNano() < px.latchUntil && px.expectIP.IsValid() && from.Addr() == px.expectIP
 	if from != want && !inWindow {
-		return false
+		return false, false
 	}
-	if rtcpPkt && !w.isRTCP {
-		return true // the RTP worker latches on RTP only
-	}
+	// With rtcp-mux the RTP loop latches on RTP only.
+	return !rtcpPkt || w.isRTCP, true
+}
+
+func (w *worker) latch(from netip.AddrPort) {
 	w.latched = from
 	l := from
 	if w.isRTCP {
@@ -313,7 +319,6 @@ func (w *worker) accept(px *plan, from netip.AddrPort, now time.Time, rtcpPkt bo
 	} else {
 		w.ep.latched.Store(&l)
 	}
-	return true
 }
 
 func (w *worker) rekeyRecv(k *keys) bool {
@@ -400,9 +405,13 @@ func (w *worker) noteSent(o *endpoint) {
 // strict-source rules.
 func (w *worker) relayRaw(px *plan, pkt []byte, from netip.AddrPort, now time.Time) {
 	ep := w.ep
-	if w.isRTCP || !w.accept(px, from, now, false) {
+	latch, ok := w.accept(px, from, now, false)
+	if w.isRTCP || !ok {
 		ep.drop(reasonSource)
 		return
+	}
+	if latch {
+		w.latch(from)
 	}
 	ep.st.lastRx.Store(now.UnixNano())
 	ep.st.packetsIn.Add(1)

@@ -312,6 +312,7 @@ func (s *Session) Offer(from int, body []byte) ([]byte, error) {
 		if isNew {
 			created = append(created, st)
 		}
+		st.ep[0].media, st.ep[1].media = m.Type, m.Type
 		pl.enabled = true
 		pl.remote, pl.remoteRTCP = mediaAddr(m)
 		pl.mux = m.RTCPMux()
@@ -597,7 +598,7 @@ func (s *Session) Answer(from int, body []byte) ([]byte, error) {
 			if yCur != nil && sameKeys(yCur.recv, yRecv) {
 				yRecv = yCur.recv
 			}
-		} else if s.legs[y].SRTP == SRTPMandatory || isSAVP(am.Proto) {
+		} else if !pl.raw && (s.legs[y].SRTP == SRTPMandatory || isSAVP(am.Proto)) {
 			return nil, fmt.Errorf("%w: answer from %s has no usable a=crypto", ErrNotAcceptable, s.legs[y].Name)
 		}
 		// The offerer's leg.

@@ -447,3 +447,61 @@ func TestOriginVersion(t *testing.T) {
 		t.Fatalf("origin %v leaks or is wrong", f)
 	}
 }
+
+func TestSpoofInLatchWindowCannotMoveSRTPLatch(t *testing.T) {
+	// Same IP as the trunk, inside the latch window, but not authenticated.
+	e, _ := newEngine(t, nil)
+	c := setupCall(t, e, 1, false)
+	exchange(t, c, "latched")
+	spoof := newPeer(t)
+	fake := []byte{0x80, 0, 0, 9, 0, 0, 0, 9, 0x11, 0x22, 0x33, 0x44, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+	if _, err := spoof.rtp.WriteToUDPAddrPort(fake, c.trunk.remote); err != nil {
+		t.Fatal(err)
+	}
+	exchange(t, c, "still to the trunk")
+	if l := c.s.State().Legs[1].Streams[0].Latched; int(l.Port()) != c.trunk.port() {
+		t.Fatalf("latch moved to %v", l)
+	}
+	_ = spoof.rtp.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, _, err := spoof.rtp.ReadFromUDPAddrPort(make([]byte, 1500)); err == nil {
+		t.Fatalf("spoofer got %d bytes", n)
+	}
+}
+
+func TestT38Relay(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	lan, wan := lanLeg, wanLeg
+	lan.T38, wan.T38 = true, true
+	s, _ := e.NewSession("fax", lan, wan, nil)
+	defer s.Close()
+	pbx, trunk := newPeer(t), newPeer(t)
+	img := func(p int) []byte {
+		return []byte(fmt.Sprintf("v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=image %d udptl t38\r\na=T38FaxVersion:0\r\na=T38FaxUdpEC:t38UDPRedundancy\r\n", p))
+	}
+	out, err := s.Offer(0, img(pbx.port()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mustParse(t, out).Media[0]
+	if m.Proto != "udptl" || len(m.Attrs("crypto")) != 0 || !strings.Contains(string(out), "a=T38FaxUdpEC:t38UDPRedundancy\r\n") {
+		t.Fatalf("T.38 offer: %s", out)
+	}
+	back, err := s.Answer(1, img(trunk.port()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pbx.remote, trunk.remote = esbcAddr(t, back), esbcAddr(t, out)
+	udptl := []byte{0x00, 0x01, 0x80, 0x02, 'f', 'a', 'x'} // not RTP: relayed as is
+	if _, err := pbx.rtp.WriteToUDPAddrPort(udptl, pbx.remote); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	_ = trunk.rtp.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err := trunk.rtp.ReadFromUDPAddrPort(buf)
+	if err != nil || !bytes.Equal(buf[:n], udptl) {
+		t.Fatalf("trunk got %x, %v", buf[:n], err)
+	}
+	if st := s.State(); st.Legs[0].Streams[0].Media != "image" {
+		t.Fatalf("state %+v", st.Legs[0].Streams[0])
+	}
+}
