@@ -202,6 +202,9 @@ type uas struct {
 	authed             atomic.Int32
 	contact            sip.ContactHeader
 	answerSDP          func(offer []byte) []byte // in-dialog answers; nil mirrors the offer
+	inAuthUser         string                    // challenge in-dialog requests when set
+	inAuthPass         string
+	challenged         chan struct{}
 }
 
 func newUAS(st *stack, contactHost string) *uas {
@@ -287,8 +290,30 @@ func (u *uas) requests(m sip.RequestMethod) []*sip.Request {
 	return out
 }
 
+// setInDialogAuth makes the UA challenge in-dialog requests (407) until
+// they carry valid credentials; challenged gets a signal per challenge.
+func (u *uas) setInDialogAuth(user, pass string, challenged chan struct{}) {
+	u.mu.Lock()
+	u.inAuthUser, u.inAuthPass, u.challenged = user, pass, challenged
+	u.mu.Unlock()
+}
+
 // inDialog answers re-INVITE/UPDATE with its SDP mirrored and the rest 200.
 func (u *uas) inDialog(req *sip.Request, tx sip.ServerTransaction) {
+	u.mu.Lock()
+	user, pass, ch := u.inAuthUser, u.inAuthPass, u.challenged
+	u.mu.Unlock()
+	if user != "" && req.Method != sip.ACK && !verifyDigest(req, user, pass) {
+		chal := &digest.Challenge{Realm: "trunk.test", Nonce: "d" + fmt.Sprint(time.Now().UnixNano()), Algorithm: "MD5", QOP: []string{"auth"}}
+		res := sip.NewResponseFromRequest(req, 407, "Proxy Authentication Required", nil)
+		res.AppendHeader(sip.NewHeader("Proxy-Authenticate", chal.String()))
+		_ = tx.Respond(res)
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+		return
+	}
 	var body []byte
 	if req.Method == sip.INVITE || req.Method == sip.UPDATE {
 		u.mu.Lock()
@@ -309,19 +334,26 @@ func (u *uas) inDialog(req *sip.Request, tx sip.ServerTransaction) {
 	_ = tx.Respond(res)
 }
 
+// verifyDigest checks Proxy-Authorization independently of esbc's code.
+func verifyDigest(req *sip.Request, user, pass string) bool {
+	h := req.GetHeader("Proxy-Authorization")
+	if h == nil {
+		return false
+	}
+	cred, err := digest.ParseCredentials(h.Value())
+	if err != nil {
+		return false
+	}
+	want, err := digest.Digest(&digest.Challenge{Realm: cred.Realm, Nonce: cred.Nonce, Algorithm: "MD5", QOP: []string{"auth"}},
+		digest.Options{Method: string(req.Method), URI: cred.URI, Username: user, Password: pass, Cnonce: cred.Cnonce, Count: cred.Nc})
+	return err == nil && want.Response == cred.Response && cred.Username == user
+}
+
 func (u *uas) checkAuth(req *sip.Request, tx sip.ServerTransaction) bool {
 	chal := &digest.Challenge{Realm: "trunk.test", Nonce: "n0nce" + fmt.Sprint(time.Now().UnixNano()), Algorithm: "MD5", QOP: []string{"auth"}}
-	h := req.GetHeader("Proxy-Authorization")
-	if h != nil {
-		cred, err := digest.ParseCredentials(h.Value())
-		if err == nil {
-			want, err := digest.Digest(&digest.Challenge{Realm: cred.Realm, Nonce: cred.Nonce, Algorithm: "MD5", QOP: []string{"auth"}},
-				digest.Options{Method: string(req.Method), URI: cred.URI, Username: u.authUser, Password: u.authPass, Cnonce: cred.Cnonce, Count: cred.Nc})
-			if err == nil && want.Response == cred.Response && cred.Username == u.authUser {
-				u.authed.Add(1)
-				return true
-			}
-		}
+	if verifyDigest(req, u.authUser, u.authPass) {
+		u.authed.Add(1)
+		return true
 	}
 	res := sip.NewResponseFromRequest(req, 407, "Proxy Authentication Required", nil)
 	res.AppendHeader(sip.NewHeader("Proxy-Authenticate", chal.String()))

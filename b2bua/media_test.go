@@ -127,6 +127,11 @@ func (p *srtpPeer) answer(t testing.TB, offer []byte) []byte {
 	p.mu.Lock()
 	p.dec = dec
 	p.mu.Unlock()
+	return p.sdp(string(m[1]))
+}
+
+// sdp is the trunk's SDES description with crypto tag tag.
+func (p *srtpPeer) sdp(tag string) []byte {
 	la := p.conn.LocalAddr().(*net.UDPAddr)
 	p.mu.Lock()
 	key := p.key
@@ -134,7 +139,7 @@ func (p *srtpPeer) answer(t testing.TB, offer []byte) []byte {
 	return []byte(fmt.Sprintf("v=0\r\no=- 7 7 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"+
 		"m=audio %d RTP/SAVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"+
 		"a=crypto:%s AES_CM_128_HMAC_SHA1_80 inline:%s\r\na=sendrecv\r\n",
-		la.IP, la.IP, la.Port, m[1], base64.StdEncoding.EncodeToString(key)))
+		la.IP, la.IP, la.Port, tag, base64.StdEncoding.EncodeToString(key)))
 }
 
 func rtpPacket(seq uint16, payload []byte) []byte {
