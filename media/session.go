@@ -49,6 +49,8 @@ type origin struct {
 func (s *Session) finish(leg int, out *sdp.Session) []byte {
 	o := &s.origin[leg]
 	adv := s.legs[leg].Advertise
+	// Not valid at session level (RFC 4568 9.1), and never ours to pass on.
+	out.RemoveSessionAttr("crypto")
 	out.SetConn(adv)
 	out.SetOrigin(o.id, o.ver, adv)
 	b := out.Marshal()

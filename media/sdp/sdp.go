@@ -266,6 +266,17 @@ func insertAfter(lines []string, prefix, line string) []string {
 	return append([]string{line}, lines...)
 }
 
+// RemoveSessionAttr deletes every session-level a=name line.
+func (s *Session) RemoveSessionAttr(name string) {
+	out := s.Head[:0]
+	for _, l := range s.Head {
+		if _, ok := attrValue(l, name); !ok {
+			out = append(out, l)
+		}
+	}
+	s.Head = out
+}
+
 // Conn returns the media address: the section's c= or the session's.
 func (m *Media) Conn() (netip.Addr, bool) {
 	for _, l := range m.Lines {
