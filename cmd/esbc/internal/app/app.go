@@ -72,6 +72,7 @@ type App struct {
 	serving  sync.WaitGroup
 
 	watchdog <-chan time.Time // systemd watchdog ticks (nil outside systemd)
+	watcher  *watcher
 
 	reloadMu sync.Mutex // serialises reloads
 	restart  atomic.Pointer[[]string]
@@ -107,6 +108,11 @@ func Run(ctx context.Context, o Options) int {
 	a.m.generation.Set(float64(snap.Generation))
 	empty := []string{}
 	a.restart.Store(&empty)
+
+	// Watch from the moment the file was read, so that no change made
+	// while starting is missed.
+	a.watcher = newWatcher(a.log.Named("watch"), a.watchedFiles, o.WatchDebounce)
+	defer a.watcher.close()
 
 	if err := a.start(ctx); err != nil {
 		a.log.Error("start failed", zap.Error(err))

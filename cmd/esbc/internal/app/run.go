@@ -64,9 +64,6 @@ func (a *App) loop(ctx context.Context) int {
 		defer signal.Stop(ch)
 		sigs = ch
 	}
-	w := newWatcher(a.log.Named("watch"), a.watchedFiles, a.o.WatchDebounce)
-	defer w.close()
-
 	if iv, err := daemon.SdWatchdogEnabled(false); err == nil && iv > 0 {
 		t := time.NewTicker(iv / 2)
 		defer t.Stop()
@@ -85,7 +82,7 @@ func (a *App) loop(ctx context.Context) int {
 				a.log.Info("stopping", zap.String("signal", sig.String()))
 				return a.shutdown(sigs)
 			}
-		case <-w.events:
+		case <-a.watcher.events:
 			_ = a.Reload("file change")
 		case <-a.watchdog:
 			notify(daemon.SdNotifyWatchdog)
