@@ -27,19 +27,32 @@
 //	    Transcode         bool          // allow G.711 µ-law↔A-law when the legs share neither
 //	}
 //	func NewEngine(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Engine, error)
-//	func (e *Engine) SetConfig(cfg Config) // hot: Quarantine, LatchWindow, InactivityTimeout, DSCP, Transcode; the port range needs a restart
+//	func (e *Engine) SetConfig(cfg Config) // hot: Quarantine, LatchWindow, InactivityTimeout, DSCP (re-applied to live sockets), Transcode; the port range needs a restart
 //	func (e *Engine) Sessions() int        // active sessions
-//	func (e *Engine) Close() error         // closes every session
+//	func (e *Engine) Close() error         // closes every session, stops the watchdog; idempotent
 //	func (e *Engine) NewSession(id string, a, b LegConfig, onInactive func()) (*Session, error)
+//	func (s *Session) ID() string
 //	func (s *Session) Offer(from int, body []byte) ([]byte, error)  // from: 0 = leg a, 1 = leg b; returns the offer for the other leg
 //	func (s *Session) Answer(from int, body []byte) ([]byte, error) // answer from `from` to the last offer; returns the answer for the offerer
-//	func (s *Session) State() SessionState // plain exported-field snapshot (addresses, keys, ROC) for HA replication
+//	func (s *Session) State() SessionState // plain exported-field snapshot (addresses, keys, SSRC/ROC) for HA replication
 //	func (s *Session) Stats() SessionStats // per leg: packets, bytes, loss, jitter, RTT, codec, suite, drops
 //	func (s *Session) Close() error        // idempotent; ports go to quarantine
 //	var ErrPortsExhausted // → 503
 //	var ErrNotAcceptable  // → 488 (no common codec, SRTP mandatory without usable crypto, only T.38/video toward
-//	                      //        a leg without it, unsupported key derivation rate / suite)
+//	                      //        a leg without it, unsupported key derivation rate / suite / session parameter)
 //	var ErrClosed         // the session or engine is closed
+//
+// NewSession returns ErrNotAcceptable for a leg with SRTP mandatory whose
+// signalling is not TLS while AllowInsecureSDES is false (keys would travel
+// in clear text): a configuration problem, worth a check at config load.
+// No port is taken before the first Offer. onInactive (may be nil) is called
+// at most once per silence, from the engine's watchdog goroutine: it must
+// not block and must not call Engine.Close (it may call Session.Close).
+//
+// Metrics (when reg is not nil): esbc_media_dropped_total{leg,reason}
+// (reason: source, no_peer, srtp, malformed, send), esbc_media_sessions,
+// esbc_media_ports_in_use, esbc_media_ports_exhausted_total,
+// esbc_media_panics_total.
 //
 // Offer/Answer: an initial INVITE is Offer(0, sdp) then Answer(1, sdp); an
 // early answer (183) may be followed by the final one: a second Answer call
@@ -51,8 +64,27 @@
 // until the new one authenticates a packet, so there is no audible gap).
 // esbc keeps the keys it sends toward a leg across re-offers while the
 // suite is unchanged and generates fresh ones (crypto/rand) when the suite
-// changes or the peer re-keys. An offer that fails (ErrNotAcceptable) leaves
-// the session as it was, so the B2BUA can answer 488 and keep the call.
+// changes or the peer re-keys; the rollover counter carries over to the new
+// context. An offer that fails (ErrNotAcceptable) leaves the session as it
+// was, so the B2BUA can answer 488 and keep the call.
+//
+// SDP toward each leg: o= is esbc's own ("-", a random session id, a
+// version that moves only when the body changes), c= and the m= ports are
+// esbc's, a=rtcp, a=crypto and ICE candidate lines are replaced or removed
+// (topology hiding); every other line passes byte for byte (media/sdp).
+// Per-leg policy: SRTPMandatory → RTP/SAVP + a=crypto; SRTPOptional →
+// RTP/AVP with best-effort a=crypto (SRTP if the peer answers with it);
+// SRTPOff → RTP/AVP without crypto. Keys are offered in the order
+// AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, AEAD_AES_128_GCM,
+// AEAD_AES_256_GCM; toward the offerer esbc answers in the suite the
+// offerer listed first among those it supports. Codecs are filtered by both
+// legs' Codecs lists (telephone-event always kept); when nothing is left and
+// Transcode is on, G.711 µ-law↔A-law is transcoded by table. rtcp-mux is
+// used on a leg when its offer (or answer to our offer carrying it) has it.
+//
+// Sequence numbers toward an SRTP peer stay continuous when the source
+// restarts its sequence under the same SSRC (else the far end's replay
+// window drops the stream); SSRC changes pass through as new sources.
 //
 // # Concurrency
 //
@@ -71,7 +103,10 @@
 // latched during LatchWindow from the signalled IP (LatchAddr when the far
 // end is NATed, else the c= address of the peer's SDP), or after the window
 // the exact signalled address and port. Everything else is dropped and
-// counted in esbc_media_dropped_total{leg,reason}.
+// counted in esbc_media_dropped_total{leg,reason}. On an SRTP leg only a
+// packet that authenticates can (re)latch, so a spoofed source address
+// cannot redirect the media. Media sockets ask for a 1 MiB receive queue
+// (capped by net.core.rmem_max) to ride out scheduling stalls.
 //
 // # Imports
 //

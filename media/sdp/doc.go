@@ -10,6 +10,11 @@
 // refuses T.38 and re-serialises in canonical order) does not allow.
 // Line endings follow the body's first line (CRLF when unknown).
 //
+// pion/sdp is not used: every field esbc reads (c=, m=, rtpmap, fmtp,
+// crypto, rtcp, rtcp-mux, direction) is read by this editor, and pion/sdp
+// refuses exactly the bodies (T.38, vendor lines, odd order) where a
+// fallback would be needed, so the fallback would be the main path.
+//
 // The package is pure: it imports only the standard library, holds no
 // global state and does no I/O except reading crypto/rand in NewCrypto.
 // A Session is not safe for concurrent mutation.
