@@ -76,7 +76,6 @@ type App struct {
 
 	reloadMu sync.Mutex // serialises reloads
 	restart  atomic.Pointer[[]string]
-	watchSum atomic.Pointer[string]
 }
 
 // Run runs esbc until ctx ends or SIGTERM, and returns the exit code.
