@@ -388,7 +388,10 @@ func (a *App) buildSide(ctx context.Context, side Side, s *config.Snapshot) (*Si
 			wrapped := a.edge.wrapListener(side, ln)
 			p := servePending{side: ss}
 			if l.Network == "tls" {
-				p.tls = &countingListener{Listener: esbctls.NewListener(wrapped, a.serverTLS(), string(side), log, a.tlsM), count: count}
+				// edge below TLS (accept-time ACL on the raw socket) and
+				// above it (per-message policy on the decrypted stream).
+				tl := esbctls.NewListener(wrapped, a.serverTLS(), string(side), log, a.tlsM)
+				p.tls = &countingListener{Listener: a.edge.wrapTLSListener(side, tl), count: count}
 			} else {
 				p.tcp = &countingListener{Listener: wrapped, count: count}
 			}
