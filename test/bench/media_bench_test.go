@@ -130,6 +130,7 @@ func mediaCPUTime() time.Duration {
 }
 
 type mediaResult struct {
+	mallocs    uint64 // heap allocations in this (relay) process over the run
 	sent, recv int
 	cpu, wall  time.Duration
 	p50, p99   time.Duration
@@ -288,10 +289,14 @@ func (g *mediaGenerator) run(t *testing.T, dst netip.AddrPort, rate int, d time.
 		k = key.String()
 		k = strings.ReplaceAll(k, " ", ",")
 	}
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
 	cpu0, w0 := mediaCPUTime(), time.Now()
 	fmt.Fprintf(g.in, "RUN %s %d %d %d %s\n", dst, rate, d.Milliseconds(), ssrc, k)
 	f := g.expect(t, "RESULT")
 	r := mediaResult{cpu: mediaCPUTime() - cpu0, wall: time.Since(w0)}
+	runtime.ReadMemStats(&m1)
+	r.mallocs = m1.Mallocs - m0.Mallocs
 	r.sent, _ = strconv.Atoi(f[1])
 	r.recv, _ = strconv.Atoi(f[2])
 	us1, _ := strconv.Atoi(f[3])
@@ -365,9 +370,9 @@ func TestMediaRelayThroughput(t *testing.T) {
 				if r.cpu > 0 {
 					perCore = float64(r.recv) / r.cpu.Seconds()
 				}
-				t.Logf("BENCH media %-23s %-9s rate=%6d pps sent=%d recv=%d loss=%.3f%% e2e p50=%v p99=%v (direct p50=%v p99=%v) relay CPU=%.1f%% of a core → %.0f pps/core",
+				t.Logf("BENCH media %-23s %-9s rate=%6d pps sent=%d recv=%d loss=%.3f%% e2e p50=%v p99=%v (direct p50=%v p99=%v) relay CPU=%.1f%% of a core → %.0f pps/core, allocs/packet=%.4f (whole relay process)",
 					suite, dir, rate, r.sent, r.recv, r.loss(), r.p50, r.p99, direct.p50, direct.p99,
-					100*r.cpu.Seconds()/r.wall.Seconds(), perCore)
+					100*r.cpu.Seconds()/r.wall.Seconds(), perCore, float64(r.mallocs)/float64(max(r.recv, 1)))
 				if r.loss() >= 0.1 {
 					break
 				}
