@@ -120,15 +120,15 @@ func (b *B2BUA) Register(lan, wan Endpoint) error {
 		srv.OnInvite(b.guard(s, b.onInvite))
 		srv.OnAck(b.guard(s, b.onAck))
 		srv.OnBye(b.guard(s, b.onBye))
-		srv.OnCancel(b.guard(s, func(_ *side, req *sip.Request, tx sip.ServerTransaction) {
-			b.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		srv.OnCancel(b.guard(s, func(s *side, req *sip.Request, tx sip.ServerTransaction) {
+			b.respond(s, req, tx, 481, "Call/Transaction Does Not Exist")
 		}))
 		srv.OnOptions(b.guard(s, b.onOptions))
 		for _, m := range []sip.RequestMethod{sip.INFO, sip.UPDATE, sip.REFER, sip.NOTIFY, sip.MESSAGE, sip.PRACK, sip.SUBSCRIBE} {
 			srv.OnRequest(m, b.guard(s, b.onInDialog))
 		}
-		srv.OnNoRoute(b.guard(s, func(_ *side, req *sip.Request, tx sip.ServerTransaction) {
-			b.respond(req, tx, 405, "Method Not Allowed", sip.NewHeader("Allow", allowMethods))
+		srv.OnNoRoute(b.guard(s, func(s *side, req *sip.Request, tx sip.ServerTransaction) {
+			b.respond(s, req, tx, 405, "Method Not Allowed", sip.NewHeader("Allow", allowMethods))
 		}))
 	}
 	return nil
@@ -152,7 +152,7 @@ func (b *B2BUA) guard(s *side, h func(*side, *sip.Request, sip.ServerTransaction
 		}
 		if len(methods) > 0 && !acl.MethodAllowed(methods, string(req.Method)) {
 			if !req.IsAck() {
-				b.respond(req, tx, 405, "Method Not Allowed", sip.NewHeader("Allow", strings.Join(methods, ", ")))
+				b.respond(s, req, tx, 405, "Method Not Allowed", sip.NewHeader("Allow", strings.Join(methods, ", ")))
 			}
 			return
 		}
@@ -268,16 +268,40 @@ func (b *B2BUA) findLeg(req *sip.Request) *Leg {
 	return b.dialogs[dialogKey{callID: cid.Value(), localTag: tag}]
 }
 
-// respond answers a request statelessly-simple through its transaction.
-func (b *B2BUA) respond(req *sip.Request, tx sip.ServerTransaction, code int, reason string, hdrs ...sip.Header) {
+// respond answers a request through its transaction.
+func (b *B2BUA) respond(s *side, req *sip.Request, tx sip.ServerTransaction, code int, reason string, hdrs ...sip.Header) {
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
 	b.decorate(res)
 	for _, h := range hdrs {
 		res.AppendHeader(h)
 	}
-	if err := tx.Respond(res); err != nil {
+	if err := b.send(s, tx, res); err != nil {
 		b.log.Debug("respond failed", zap.Int("code", code), zap.Error(err))
 	}
+}
+
+// send writes a response on a server transaction and counts it.
+func (b *B2BUA) send(s *side, tx sip.ServerTransaction, res *sip.Response) error {
+	if b.deps.CountOut != nil && s != nil {
+		if cs := res.CSeq(); cs != nil {
+			b.deps.CountOut(s.name, string(cs.MethodName))
+		}
+	}
+	return tx.Respond(res)
+}
+
+// build is the sipgo client option of every request esbc sends: sipgo's
+// own defaults (missing headers, the client's connection address), and the
+// outgoing-message count.
+func (b *B2BUA) build(c *sipgo.Client, r *sip.Request) error {
+	if b.deps.CountOut != nil {
+		side := "wan"
+		if b.lan != nil && c == b.lan.ep.Client {
+			side = "lan"
+		}
+		b.deps.CountOut(side, string(r.Method))
+	}
+	return sipgo.ClientRequestBuild(c, r)
 }
 
 func (b *B2BUA) decorate(msg interface{ AppendHeader(sip.Header) }) {
@@ -298,10 +322,10 @@ func (b *B2BUA) onOptions(s *side, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	if b.draining.Load() || !b.addressedToUs(s, req) {
 		// esbc is no proxy: an OPTIONS for somebody else is not served.
-		b.respond(req, tx, 503, "Service Unavailable", b.retryAfter())
+		b.respond(s, req, tx, 503, "Service Unavailable", b.retryAfter())
 		return
 	}
-	b.respond(req, tx, 200, "OK",
+	b.respond(s, req, tx, 200, "OK",
 		sip.NewHeader("Allow", allowMethods),
 		sip.NewHeader("Accept", "application/sdp"),
 		sip.NewHeader("Supported", "replaces, timer"))

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 
@@ -102,7 +101,7 @@ func (b *B2BUA) onInvite(s *side, req *sip.Request, tx sip.ServerTransaction) {
 	err := ErrDraining
 	if !b.draining.Load() {
 		trying := sip.NewResponseFromRequest(req, 100, "Trying", nil)
-		_ = tx.Respond(trying)
+		b.send(s, tx, trying)
 		c, err = b.newCall(s, req, tx)
 	}
 	if err != nil {
@@ -127,7 +126,7 @@ func (b *B2BUA) onInvite(s *side, req *sip.Request, tx sip.ServerTransaction) {
 		if code == 503 {
 			hdrs = append(hdrs, b.retryAfter())
 		}
-		b.respond(req, tx, code, reason, hdrs...)
+		b.respond(s, req, tx, code, reason, hdrs...)
 		return
 	}
 	b.setup(c, req, tx)
@@ -519,7 +518,7 @@ func (b *B2BUA) inviteTarget(c *Call, areq *sip.Request, atx sip.ServerTransacti
 		}
 		ctx, cancel := context.WithTimeout(c.setupCtx, d)
 		defer cancel()
-		return cli.TransactionRequest(ctx, req, sipgo.ClientRequestBuild)
+		return cli.TransactionRequest(ctx, req, b.build)
 	}
 	tx, err := send()
 	if err != nil {
@@ -663,7 +662,7 @@ func (b *B2BUA) sendCancel(c *Call, inv *sip.Request) {
 		defer b.wg.Done()
 		ctx, done := context.WithTimeout(context.Background(), 32*sip.T1)
 		defer done()
-		res, err := c.B.side.ep.Client.Do(ctx, cancel, sipgo.ClientRequestBuild)
+		res, err := c.B.side.ep.Client.Do(ctx, cancel, b.build)
 		if err != nil || res.StatusCode != 200 {
 			b.log.Debug("CANCEL not confirmed", zap.String("call", c.ID), zap.Error(err))
 		}
@@ -774,7 +773,7 @@ func (b *B2BUA) relayProvisional(c *Call, areq *sip.Request, atx sip.ServerTrans
 		c.mu.Unlock()
 	}
 	res := b.responseToA(c, areq, r.StatusCode, r.Reason, body)
-	if err := atx.Respond(res); err != nil {
+	if err := b.send(c.A.side, atx, res); err != nil {
 		b.log.Debug("relay provisional failed", zap.String("call", c.ID), zap.Error(err))
 	}
 }
@@ -813,7 +812,7 @@ func (b *B2BUA) answerA(c *Call, areq *sip.Request, atx sip.ServerTransaction, b
 		c.state = StateAnswered
 	}
 	c.mu.Unlock()
-	if err := atx.Respond(res); err != nil {
+	if err := b.send(c.A.side, atx, res); err != nil {
 		b.log.Debug("2xx to leg A failed", zap.String("call", c.ID), zap.Error(err))
 		return false
 	}
@@ -833,7 +832,7 @@ func (b *B2BUA) answerA(c *Call, areq *sip.Request, atx sip.ServerTransaction, b
 		case <-c.ackCh:
 			return true
 		case <-retrans:
-			_ = atx.Respond(res)
+			_ = b.send(c.A.side, atx, res)
 			interval = min(2*interval, sip.T2)
 			rt.Reset(interval)
 		case <-deadline.C:
@@ -861,11 +860,11 @@ func (b *B2BUA) ackB(c *Call) {
 	if tx != nil {
 		tx.OnRetransmission(func(r *sip.Response) {
 			if r.IsSuccess() {
-				_ = cli.WriteRequest(tmpl.Clone(), sipgo.ClientRequestBuild)
+				_ = cli.WriteRequest(tmpl.Clone(), b.build)
 			}
 		})
 	}
-	if err := cli.WriteRequest(ack, sipgo.ClientRequestBuild); err != nil {
+	if err := cli.WriteRequest(ack, b.build); err != nil {
 		b.log.Info("ACK to leg B failed", zap.String("call", c.ID), zap.Error(err))
 	}
 }
@@ -896,7 +895,7 @@ func (b *B2BUA) failSetup(c *Call, areq *sip.Request, atx sip.ServerTransaction,
 		for _, h := range hdrs {
 			res.AppendHeader(h)
 		}
-		if err := atx.Respond(res); err != nil {
+		if err := b.send(c.A.side, atx, res); err != nil {
 			b.log.Debug("final response to leg A failed", zap.String("call", c.ID), zap.Error(err))
 		}
 	} else {
@@ -998,7 +997,7 @@ func (b *B2BUA) sendBye(c *Call, l *Leg) {
 func (b *B2BUA) doRequest(ctx context.Context, c *Call, l *Leg, req *sip.Request) (*sip.Response, error) {
 	cli := l.side.ep.Client
 	for try := 0; ; try++ {
-		res, err := cli.Do(ctx, req, sipgo.ClientRequestBuild)
+		res, err := cli.Do(ctx, req, b.build)
 		if err != nil {
 			return nil, err
 		}

@@ -172,6 +172,8 @@ type Deps struct {
 	// OnEnd receives every ended call once (CDR), on the goroutine that
 	// ended it: it must not block (b2bua/cdr.Writer.Write does not).
 	OnEnd func(CallInfo)
+	// CountOut counts a message esbc sends (side "lan"|"wan", method).
+	CountOut func(side, method string)
 	// AuthFailure is told about a WAN source that failed (acl.ReportAuthFailure).
 	AuthFailure func(addr netip.Addr)
 }

@@ -3,14 +3,13 @@ package b2bua
 import (
 	"context"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 )
 
 // onAck takes leg A's ACK of the 2xx; ACKs of relayed re-INVITEs end here
 // too (esbc ACKed the other leg itself).
-func (b *B2BUA) onAck(_ *side, req *sip.Request, _ sip.ServerTransaction) {
+func (b *B2BUA) onAck(s *side, req *sip.Request, _ sip.ServerTransaction) {
 	l := b.findLeg(req)
 	if l == nil {
 		return
@@ -27,10 +26,10 @@ func (b *B2BUA) onAck(_ *side, req *sip.Request, _ sip.ServerTransaction) {
 }
 
 // onBye ends the call from the leg the BYE came on.
-func (b *B2BUA) onBye(_ *side, req *sip.Request, tx sip.ServerTransaction) {
+func (b *B2BUA) onBye(s *side, req *sip.Request, tx sip.ServerTransaction) {
 	l := b.findLeg(req)
 	if l == nil {
-		b.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		b.respond(s, req, tx, 481, "Call/Transaction Does Not Exist")
 		return
 	}
 	c := l.call
@@ -44,30 +43,30 @@ func (b *B2BUA) onBye(_ *side, req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 	c.mu.Unlock()
-	b.respond(req, tx, 200, "OK")
+	b.respond(s, req, tx, 200, "OK")
 	b.hangup(c, l, "bye from "+l.Side, 0)
 }
 
 // onInDialog relays a request inside a dialog (re-INVITE, UPDATE, INFO,
 // OPTIONS, REFER, NOTIFY, MESSAGE) to the other leg and its final response
 // back.
-func (b *B2BUA) onInDialog(_ *side, req *sip.Request, tx sip.ServerTransaction) {
+func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) {
 	l := b.findLeg(req)
 	if l == nil {
-		b.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		b.respond(s, req, tx, 481, "Call/Transaction Does Not Exist")
 		return
 	}
 	c := l.call
 	c.mu.Lock()
 	if c.state == StateEnded {
 		c.mu.Unlock()
-		b.respond(req, tx, 481, "Call/Transaction Does Not Exist")
+		b.respond(s, req, tx, 481, "Call/Transaction Does Not Exist")
 		return
 	}
 	cs := req.CSeq()
 	if cs == nil || cs.SeqNo <= l.Dialog.RemoteCSeq && l.Dialog.RemoteCSeq != 0 && !(req.Method == sip.PRACK) {
 		c.mu.Unlock()
-		b.respond(req, tx, 500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
+		b.respond(s, req, tx, 500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
 		return
 	}
 	l.Dialog.RemoteCSeq = cs.SeqNo
@@ -77,14 +76,14 @@ func (b *B2BUA) onInDialog(_ *side, req *sip.Request, tx sip.ServerTransaction) 
 	}
 	if peer.Dialog.RemoteTag == "" || c.state < StateAnswered && req.Method == sip.INVITE {
 		c.mu.Unlock()
-		b.respond(req, tx, 491, "Request Pending")
+		b.respond(s, req, tx, 491, "Request Pending")
 		return
 	}
 	offer := req.Method == sip.INVITE || req.Method == sip.UPDATE
 	if req.Method == sip.INVITE {
 		if c.pending[l.idx] || c.pending[peer.idx] {
 			c.mu.Unlock()
-			b.respond(req, tx, 491, "Request Pending", sip.NewHeader("Retry-After", "1"))
+			b.respond(s, req, tx, 491, "Request Pending", sip.NewHeader("Retry-After", "1"))
 			return
 		}
 		c.pending[l.idx] = true
@@ -95,7 +94,7 @@ func (b *B2BUA) onInDialog(_ *side, req *sip.Request, tx sip.ServerTransaction) 
 	if req.Method == sip.REFER && peer.Side == "wan" && !c.tc.ReferRelay {
 		c.mu.Unlock()
 		b.log.Info("REFER toward a trunk that takes none", zap.String("call", c.ID), zap.String("trunk", c.Trunk))
-		b.respond(req, tx, 403, "Forbidden")
+		b.respond(s, req, tx, 403, "Forbidden")
 		return
 	}
 	out := peer.Dialog.newRequest(req.Method, 0)
@@ -116,7 +115,7 @@ func (b *B2BUA) onInDialog(_ *side, req *sip.Request, tx sip.ServerTransaction) 
 		o, err := c.media.Offer(l.idx, body)
 		if err != nil {
 			code, reason := Status(err)
-			b.respond(req, tx, code, reason)
+			b.respond(s, req, tx, code, reason)
 			return
 		}
 		body = o
@@ -147,7 +146,7 @@ func (b *B2BUA) onInDialog(_ *side, req *sip.Request, tx sip.ServerTransaction) 
 	if err != nil {
 		b.log.Info("in-dialog request not answered", zap.String("call", c.ID), zap.String("method", string(req.Method)),
 			zap.String("side", peer.Side), zap.Error(err))
-		b.respond(req, tx, 408, "Request Timeout")
+		b.respond(s, req, tx, 408, "Request Timeout")
 		return
 	}
 	rbody := res.Body()
@@ -167,7 +166,7 @@ func (b *B2BUA) onInDialog(_ *side, req *sip.Request, tx sip.ServerTransaction) 
 		}
 		ack := peer.Dialog.newRequest(sip.ACK, seq)
 		c.mu.Unlock()
-		if err := peer.side.ep.Client.WriteRequest(ack, sipgo.ClientRequestBuild); err != nil {
+		if err := peer.side.ep.Client.WriteRequest(ack, b.build); err != nil {
 			b.log.Info("ACK of re-INVITE failed", zap.String("call", c.ID), zap.Error(err))
 		}
 	}
@@ -198,7 +197,7 @@ func (b *B2BUA) onInDialog(_ *side, req *sip.Request, tx sip.ServerTransaction) 
 	}
 	b.decorate(out2)
 	done()
-	if err := tx.Respond(out2); err != nil {
+	if err := b.send(s, tx, out2); err != nil {
 		b.log.Debug("in-dialog response failed", zap.String("call", c.ID), zap.Error(err))
 	}
 }

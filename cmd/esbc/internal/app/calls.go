@@ -86,6 +86,11 @@ func installCalls(d CallsDeps) error {
 		Log: log, Reg: d.Registerer, Trunks: b2bua.TrunkSet(trunks), Health: health,
 		Media: b2bua.MediaAdapter(eng),
 		OnEnd: func(ci b2bua.CallInfo) { cdrw.Write(b2bua.CDRRecord(ci)) },
+		CountOut: func(side, method string) {
+			if d.CountSIP != nil {
+				d.CountSIP(Side(side), "out", method)
+			}
+		},
 	})
 	if err != nil {
 		_ = closeAll(context.Background())
