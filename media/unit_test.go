@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
@@ -224,4 +225,54 @@ func TestAnswerWithoutOffer(t *testing.T) {
 		t.Fatal("answer without an offer accepted")
 	}
 	_ = net.IPv4len
+}
+
+func TestIPv6PlainRelay(t *testing.T) {
+	v6 := netip.MustParseAddr("::1")
+	probe, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Skip("no IPv6 loopback here")
+	}
+	probe.Close()
+	e, _ := newEngine(t, func(c *Config) { c.DSCP = 46 })
+	a := LegConfig{Name: "lan", BindAddr: v6}
+	b := LegConfig{Name: "wan", BindAddr: v6}
+	s, err := e.NewSession("v6", a, b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	peers := [2]*net.UDPConn{}
+	for i := range peers {
+		c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		peers[i] = c
+	}
+	body := func(c *net.UDPConn) []byte {
+		return []byte(strings.ReplaceAll(string(offerSDP(c.LocalAddr().(*net.UDPAddr).Port, 0, "RTP/AVP")), "IN IP4 127.0.0.1", "IN IP6 ::1"))
+	}
+	out, err := s.Offer(0, body(peers[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "c=IN IP6 ::1\r\n") || !strings.Contains(string(out), "o=- ") {
+		t.Fatalf("offer: %s", out)
+	}
+	back, err := s.Answer(1, body(peers[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkt := []byte{0x80, 0, 0, 1, 0, 0, 0, 160, 1, 2, 3, 4, 'v', '6'}
+	if _, err := peers[0].WriteToUDPAddrPort(pkt, esbcAddr(t, back)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	_ = peers[1].SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err := peers[1].ReadFromUDPAddrPort(buf)
+	if err != nil || string(buf[12:n]) != "v6" {
+		t.Fatalf("got %q %v", buf[:n], err)
+	}
 }
