@@ -173,7 +173,15 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort) {
 		ep.drop(reasonSource)
 		return
 	}
-	if len(pkt) < 12 || pkt[0]>>6 != 2 || (rtcpPkt && !isRTCPByte(pkt[1])) {
+	// RTCP is taken only where it was negotiated (the RTP port with
+	// rtcp-mux, else the RTCP port), so each SRTCP stream toward the other
+	// peer is encrypted by exactly one context: two contexts on one key
+	// would reuse SRTCP indexes (RFC 3711 9.1).
+	minLen := 12
+	if rtcpPkt {
+		minLen = 8
+	}
+	if len(pkt) < minLen || pkt[0]>>6 != 2 || (rtcpPkt && (!isRTCPByte(pkt[1]) || w.isRTCP == px.mux)) {
 		ep.drop(reasonMalformed)
 		return
 	}
