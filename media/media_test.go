@@ -117,7 +117,11 @@ func ctxFor(t testing.TB, c sdp.Crypto) *srtp.Context {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, err := srtp.CreateContext(k.key[:k.keyLen], k.key[k.keyLen:], k.profile, srtp.SRTPReplayProtection(64))
+	opts := []srtp.ContextOption{srtp.SRTPReplayProtection(64)}
+	if len(k.mki) > 0 {
+		opts = append(opts, srtp.MasterKeyIndicator(k.mki))
+	}
+	ctx, err := srtp.CreateContext(k.key[:k.keyLen], k.key[k.keyLen:], k.profile, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -505,3 +505,27 @@ func TestT38Relay(t *testing.T) {
 		t.Fatalf("state %+v", st.Legs[0].Streams[0])
 	}
 }
+
+func TestPeerKeyWithMKIAndLifetime(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	s, _ := e.NewSession("mki", lanLeg, wanLeg, nil)
+	defer s.Close()
+	pbx, trunk := newPeer(t), newPeer(t)
+	out, err := s.Offer(0, offerSDP(pbx.port(), 0, "RTP/AVP"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := cryptoByTag(t, mustParse(t, out).Media[0], 1)
+	theirs, _ := sdp.NewCrypto(1, ours.Suite)
+	theirs.Lifetime, theirs.MKI, theirs.MKILen = "2^31", 1, 4
+	back, err := s.Answer(1, offerSDP(trunk.port(), 0, "RTP/SAVP", "a=crypto:"+theirs.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pbx.remote, trunk.remote = esbcAddr(t, back), esbcAddr(t, out)
+	trunk.enc = ctxFor(t, theirs) // packets carry the 4-byte MKI
+	trunk.sendRTP([]byte("with MKI"), 0)
+	if got := pbx.recvRTP(pbx.rtp); string(got.Payload) != "with MKI" {
+		t.Fatalf("got %q", got.Payload)
+	}
+}
