@@ -694,21 +694,44 @@ func errResult(err error) string {
 }
 
 // exchangeOne queries one server over UDP, and over TCP when the UDP answer
-// is truncated.
+// is truncated. miekg/dns only takes the context's deadline, not its
+// cancellation, into account once connected: the connection is closed when
+// ctx ends so that Close and a caller that gives up are not kept waiting.
 func exchangeOne(ctx context.Context, m *dns.Msg, srv string, timeout time.Duration) (*dns.Msg, error) {
 	qctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c := &dns.Client{Net: "udp", Timeout: timeout, UDPSize: 1232}
-	resp, _, err := c.ExchangeContext(qctx, m, srv)
+	resp, err := exchangeConn(qctx, c, m, srv)
 	if err == nil && resp.Truncated {
 		c.Net = "tcp"
-		resp, _, err = c.ExchangeContext(qctx, m, srv)
+		resp, err = exchangeConn(qctx, c, m, srv)
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if qctx.Err() != nil {
+			return nil, fmt.Errorf("no answer within %v: %w", timeout, context.DeadlineExceeded)
+		}
 		return nil, err
 	}
 	if resp.Id != m.Id {
 		return nil, errors.New("id mismatch")
 	}
 	return resp, nil
+}
+
+func exchangeConn(ctx context.Context, c *dns.Client, m *dns.Msg, srv string) (*dns.Msg, error) {
+	co, err := c.DialContext(ctx, srv)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = co.Close() })
+	defer func() {
+		if stop() {
+			_ = co.Close()
+		}
+	}()
+	resp, _, err := c.ExchangeWithConnContext(ctx, m, co)
+	return resp, err
 }

@@ -599,3 +599,33 @@ func FuzzSplitHostPort(f *testing.F) {
 		_ = serverAddr(s)
 	})
 }
+
+// TestCloseStopsRefresh: a background refresh stuck on a silent server ends
+// with Close (goleak in TestMain checks that nothing is left).
+func TestCloseStopsRefresh(t *testing.T) {
+	s := startDNS(t, "127.0.0.1", "_sips._tcp.cl.test. 10 IN SRV 0 0 5061 h.cl.test.", "h.cl.test. 10 IN A 127.0.0.100")
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	r, clk := newTestResolver(t, s.addr)
+	lookup(t, r, "cl.test", "tls", nil)
+	r.SetConfig(Config{Servers: []string{silent.LocalAddr().String()}, Timeout: time.Hour})
+	clk.Advance(9 * time.Second)        // refresh window
+	lookup(t, r, "cl.test", "tls", nil) // cached answer; refreshes start and hang
+	// Readiness: a refresh query reached the silent server.
+	buf := make([]byte, 512)
+	if _, _, err := silent.ReadFrom(buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// After Close, lookups still answer from cache and start no refresh.
+	n := counterValue(t, r.m.refresh)
+	lookup(t, r, "cl.test", "tls", nil)
+	if counterValue(t, r.m.refresh) != n {
+		t.Error("refresh started after Close")
+	}
+}
