@@ -807,6 +807,7 @@ func (b *B2BUA) answerA(c *Call, areq *sip.Request, atx sip.ServerTransaction, b
 			}
 		}
 	}
+	sessionTimer(areq, bres, res)
 	c.mu.Lock()
 	if c.state < StateAnswered {
 		c.state = StateAnswered
@@ -1068,4 +1069,40 @@ func randUint16() uint16 {
 	v := randHex(2)
 	n, _ := strconv.ParseUint(v, 16, 16)
 	return uint16(n&0x7fff) + 1
+}
+
+// sessionTimer keeps RFC 4028 working when only leg A wants it: a 2xx from
+// a peer without session-timer support (no Session-Expires) is relayed to a
+// leg that asked for one with "Session-Expires: <its value>;refresher=uac"
+// and "Require: timer" (§9: the UAS may pick the UAC as refresher), so the
+// PBX keeps refreshing (the refreshes cross esbc like any re-INVITE/UPDATE)
+// and does not end the call at the interval.
+func sessionTimer(req *sip.Request, peerRes, out *sip.Response) {
+	if !peerRes.IsSuccess() || peerRes.GetHeader("Session-Expires") != nil {
+		return
+	}
+	se := req.GetHeader("Session-Expires")
+	if se == nil || !supportsTimer(req) {
+		return
+	}
+	delta, _, _ := strings.Cut(se.Value(), ";")
+	delta = strings.TrimSpace(delta)
+	if _, err := strconv.Atoi(delta); err != nil {
+		return
+	}
+	out.AppendHeader(sip.NewHeader("Session-Expires", delta+";refresher=uac"))
+	out.AppendHeader(sip.NewHeader("Require", "timer"))
+}
+
+func supportsTimer(req *sip.Request) bool {
+	for _, n := range []string{"Supported", "Require"} {
+		for _, h := range req.GetHeaders(n) {
+			for _, tok := range strings.Split(h.Value(), ",") {
+				if strings.EqualFold(strings.TrimSpace(tok), "timer") {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

@@ -194,6 +194,7 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 				}
 			}
 		}
+		sessionTimer(req, res, out2)
 	}
 	b.decorate(out2)
 	done()

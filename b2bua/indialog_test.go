@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/pion/srtp/v3"
 )
@@ -138,4 +139,44 @@ func TestInfoAndReferPolicy(t *testing.T) {
 			e.waitEnded(1)
 		})
 	}
+}
+
+// TestSessionTimerTowardPBX: the PBX asks for session timers, the trunk
+// does not support them: the PBX is made the refresher, and its refresh
+// (UPDATE) crosses esbc and keeps the call up.
+func TestSessionTimerTowardPBX(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	uri := sip.Uri{Scheme: "sip", User: "94155550123", Host: lanIP, Port: e.lan.port()}
+	s, err := e.pbxUAC.dcc.Invite(ctx, uri, sdpOffer(pbxIP, 40000), sip.NewHeader("Content-Type", "application/sdp"),
+		sip.NewHeader("Supported", "timer"), sip.NewHeader("Session-Expires", "1800"), sip.NewHeader("Min-SE", "90"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	se := s.InviteResponse.GetHeader("Session-Expires")
+	if se == nil || se.Value() != "1800;refresher=uac" {
+		t.Fatalf("Session-Expires toward the PBX: %v", se)
+	}
+	if inv := e.trkUAS.lastInvite(); inv.GetHeader("Session-Expires") == nil {
+		t.Error("Session-Expires not offered to the trunk")
+	}
+	upd := sip.NewRequest(sip.UPDATE, s.InviteResponse.Contact().Address)
+	upd.AppendHeader(sip.NewHeader("Session-Expires", "1800;refresher=uac"))
+	upd.AppendHeader(sip.NewHeader("Supported", "timer"))
+	res, err := s.Do(ctx, upd)
+	if err != nil || res.StatusCode != 200 || res.GetHeader("Session-Expires") == nil {
+		t.Fatalf("refresh: %v %v", res, err)
+	}
+	if n := len(e.trkUAS.requests(sip.UPDATE)); n != 1 {
+		t.Errorf("refresh reached the trunk %d times", n)
+	}
+	_ = s.Bye(ctx)
+	e.waitEnded(1)
 }
