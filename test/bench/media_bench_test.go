@@ -469,7 +469,15 @@ func TestMediaConcurrentStreams(t *testing.T) {
 	cpu := mediaCPUTime() - cpu0
 	wall := time.Since(start)
 	loss := 100 * float64(sent-int(recv.Load())) / float64(sent)
-	t.Logf("BENCH media concurrent calls=%d pps/call=%d offered=%d pps sent=%d recv=%d loss=%.3f%% process CPU (generator+relay+sink)=%.0f%% of a core; media memory/call=%.1f KiB (heap %.1f, stacks %.1f) goroutines/call=%.1f",
+	// Memory again with the calls still up, after traffic (stacks grown by
+	// the SRTP path, contexts created on the first packets).
+	var m2 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m2)
+	t.Logf("BENCH media concurrent memory/call after traffic=%.1f KiB (heap %.1f, stacks %.1f)",
+		float64(m2.HeapInuse+m2.StackInuse-m0.HeapInuse-m0.StackInuse)/calls/1024,
+		float64(m2.HeapInuse-m0.HeapInuse)/calls/1024, float64(m2.StackInuse-m0.StackInuse)/calls/1024)
+	t.Logf("BENCH media concurrent calls=%d pps/call=%d offered=%d pps sent=%d recv=%d loss=%.3f%% process CPU (generator+relay+sink)=%.0f%% of a core; media memory/call before traffic=%.1f KiB (heap %.1f, stacks %.1f) goroutines/call=%.1f",
 		calls, pps, calls*pps, sent, recv.Load(), loss, 100*cpu.Seconds()/wall.Seconds(), perCall/1024, heapPerCall/1024, stackPerCall/1024, gPerCall)
 	var dropped uint64
 	for _, c := range ends {
