@@ -1,6 +1,7 @@
 package b2bua_test
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"sync/atomic"
@@ -240,4 +241,37 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("drain: %v", err)
 	}
 	e.waitEnded(2)
+}
+
+// TestFailoverSilentPrimary: the primary accepts the TLS connection but
+// never answers the INVITE (not even 100): after failover_timeout the call
+// goes to the secondary; the PBX sees only the delay.
+func TestFailoverSilentPrimary(t *testing.T) {
+	e := newEnv(t, envOpts{secondServer: true, failoverTimeout: 300 * time.Millisecond,
+		primaryFilter: func(_ sip.TransportReadProps, data []byte) ([]byte, error) {
+			if bytes.HasPrefix(data, []byte("INVITE ")) {
+				return nil, nil
+			}
+			return data, nil
+		}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.outbound(ctx, "94155550123")
+	if err != nil {
+		t.Fatalf("call with a silent primary: %v", err)
+	}
+	if e.trkUAS.lastInvite() == nil {
+		t.Fatal("secondary got no INVITE")
+	}
+	var downs []string
+	for _, st := range e.health.Snapshot() {
+		if !st.Up {
+			downs = append(downs, st.Target+" "+st.Reason)
+		}
+	}
+	if len(downs) != 1 || !strings.Contains(downs[0], trunk2IP) {
+		t.Errorf("targets down: %v", downs)
+	}
+	_ = s.Bye(ctx)
+	e.waitEnded(1)
 }

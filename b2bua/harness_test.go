@@ -440,6 +440,7 @@ type envOpts struct {
 	media           b2bua.MediaEngine
 	auth            bool
 	trunkFilter     sip.TransportReadFilter // raw-bytes filter on the trunk's transport
+	primaryFilter   sip.TransportReadFilter // the same on the primary (secondServer)
 }
 
 // dialPlan is a Router for the tests: 9 + digits → trunk "itsp", inbound
@@ -503,7 +504,11 @@ func newEnv(t testing.TB, o envOpts) *env {
 		servers = []string{dead.Addr().String(), e.trk.addr}
 	}
 	if o.secondServer {
-		e.trk2 = newStack(t, trunk2IP, "tls", srvTLS(trunk2IP), "trunk2")
+		var opts []sipgo.UserAgentOption
+		if o.primaryFilter != nil {
+			opts = append(opts, sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerReadFilter(o.primaryFilter)))
+		}
+		e.trk2 = newStack(t, trunk2IP, "tls", srvTLS(trunk2IP), "trunk2", opts...)
 		e.trk2UAS = newUAS(e.trk2, trunk2IP)
 		servers = []string{e.trk2.addr, e.trk.addr}
 	}

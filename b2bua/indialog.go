@@ -2,6 +2,7 @@ package b2bua
 
 import (
 	"context"
+	"strings"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
@@ -128,8 +129,13 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 		out.AppendHeader(sip.NewHeader("Content-Type", ct))
 	}
 	out.SetBody(body)
-	copyHeaders(req, out, nil, "Event", "Subscription-State", "Refer-To", "Referred-By",
+	copyHeaders(req, out, nil, "Event", "Subscription-State",
 		"Session-Expires", "Min-SE", "Supported", "Require", "Info-Package", "RAck")
+	if req.Method == sip.REFER {
+		if rt := referTarget(req, peer, c.tc.Domain); rt != "" {
+			out.AppendHeader(sip.NewHeader("Refer-To", rt))
+		}
+	}
 	if pol := b.policy(c, peer); pol != nil {
 		if err := pol.CopyAllowed(req, out); err != nil {
 			b.log.Info("header policy", zap.String("call", c.ID), zap.Error(err))
@@ -206,4 +212,29 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 func isSDP(req *sip.Request) bool {
 	h := req.GetHeader("Content-Type")
 	return h == nil || h.Value() == "application/sdp"
+}
+
+// referTarget is the Refer-To sent on leg peer. Toward a trunk only the
+// number survives (sip:user@trunk-domain): the PBX's host, URI parameters
+// and embedded headers (Replaces carries a LAN Call-ID) are LAN topology.
+// Toward the PBX the trunk's Refer-To passes as it is.
+func referTarget(req *sip.Request, peer *Leg, domain string) string {
+	h := req.GetHeader("Refer-To")
+	if h == nil || !validValue(h.Value()) {
+		return ""
+	}
+	if peer.Side != "wan" {
+		return h.Value()
+	}
+	v := strings.TrimSpace(h.Value())
+	if i := strings.IndexByte(v, '<'); i >= 0 {
+		if j := strings.IndexByte(v[i:], '>'); j > 0 {
+			v = v[i+1 : i+j]
+		}
+	}
+	var u sip.Uri
+	if err := sip.ParseUri(v, &u); err != nil || u.User == "" {
+		return ""
+	}
+	return "<sip:" + u.User + "@" + domain + ">"
 }

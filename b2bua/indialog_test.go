@@ -120,7 +120,7 @@ func TestInfoAndReferPolicy(t *testing.T) {
 				t.Fatalf("INFO at the trunk: %v", got)
 			}
 			refer := sip.NewRequest(sip.REFER, s.InviteResponse.Contact().Address)
-			refer.AppendHeader(sip.NewHeader("Refer-To", "<sip:+14155550199@trunk.test>"))
+			refer.AppendHeader(sip.NewHeader("Refer-To", "<sip:+14155550199@"+pbxIP+";transport=udp?Replaces=abc%40pbx.corp.local>"))
 			res, err := s.Do(ctx, refer)
 			if err != nil {
 				t.Fatal(err)
@@ -132,8 +132,15 @@ func TestInfoAndReferPolicy(t *testing.T) {
 			if res.StatusCode != want {
 				t.Fatalf("REFER: %d, want %d", res.StatusCode, want)
 			}
-			if n := len(e.trkUAS.requests(sip.REFER)); relay != (n == 1) {
-				t.Fatalf("REFER relayed %d times with relay=%v", n, relay)
+			refers := e.trkUAS.requests(sip.REFER)
+			if relay != (len(refers) == 1) {
+				t.Fatalf("REFER relayed %d times with relay=%v", len(refers), relay)
+			}
+			if relay {
+				if rt := refers[0].GetHeader("Refer-To"); rt == nil || rt.Value() != "<sip:+14155550199@trunk.test>" {
+					t.Errorf("Refer-To at the trunk: %v", rt)
+				}
+				assertHidden(t, refers[0].String(), s.InviteRequest.CallID().Value(), e)
 			}
 			_ = s.Bye(ctx)
 			e.waitEnded(1)

@@ -3,6 +3,7 @@ package b2bua_test
 import (
 	"context"
 	"net"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -55,6 +56,15 @@ func TestInboundMediaEndToEnd(t *testing.T) {
 		t.Fatal("no SDES answer from esbc")
 	}
 	exchange(t, pbxRTP, sdpAddr(t, e.pbxUAS.lastInvite().Body()), trk, sdpAddr(t, s.InviteResponse.Body()))
+	// Nothing of the LAN in what the trunk received.
+	assertHidden(t, s.InviteResponse.String(), e.pbxUAS.lastInvite().CallID().Value(), e)
+	// The admin view lists the call with both legs and the SRTP suite.
+	rec := httptest.NewRecorder()
+	e.b.CallsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/calls", nil))
+	if body := rec.Body.String(); rec.Code != 200 || !strings.Contains(body, `"direction": "inbound"`) ||
+		!strings.Contains(body, "AES_CM_128_HMAC_SHA1_80") {
+		t.Errorf("/api/v1/calls: %d %s", rec.Code, body)
+	}
 	if err := s.Bye(ctx); err != nil {
 		t.Fatal(err)
 	}
