@@ -1,8 +1,10 @@
 package acl
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -37,6 +39,29 @@ type Guard struct {
 	pol   atomic.Pointer[policy]
 	trunk atomic.Pointer[addrSet] // set by SetTrunkAddrs
 	pbx   atomic.Pointer[addrSet] // set by SetPBXAddrs
+	tap   atomic.Pointer[WriteTap]
+}
+
+// WriteTap sees every SIP message written through the wrapped sockets
+// (responses and requests esbc sends from its listeners), before it is
+// sent. It must not block nor keep msg. Keep-alives are not shown; nor is
+// anything written on a connection passed through encrypted (below TLS).
+type WriteTap func(s Side, from, to net.Addr, msg []byte)
+
+// SetWriteTap installs (or, with nil, removes) the write tap, e.g. the
+// diagnostic capture.
+func (g *Guard) SetWriteTap(t WriteTap) {
+	if t == nil {
+		g.tap.Store(nil)
+		return
+	}
+	g.tap.Store(&t)
+}
+
+func (g *Guard) writeTap(s Side, from, to net.Addr, msg []byte) {
+	if t := g.tap.Load(); t != nil && len(bytes.Trim(msg, "\r\n")) > 0 {
+		(*t)(s, from, to, msg)
+	}
 }
 
 // addrSet is an immutable set of single addresses.

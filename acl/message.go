@@ -511,3 +511,29 @@ func appendHeader(dst []byte, name string, v []byte) []byte {
 	}
 	return append(dst, "\r\n"...)
 }
+
+// CallID returns the Call-ID header value of a raw SIP message (nil if it
+// has none), for keying captures and logs; it does not allocate.
+func CallID(msg []byte) []byte {
+	pos := 0
+	if e := lineEnd(msg, 0); e >= 0 {
+		pos = e + 1
+	} else {
+		return nil
+	}
+	for pos < len(msg) {
+		e := lineEnd(msg, pos)
+		if e < 0 {
+			e = len(msg)
+		}
+		le := trimCR(msg, pos, e)
+		if le == pos {
+			return nil
+		}
+		if colon := bytes.IndexByte(msg[pos:le], ':'); colon > 0 && headerKind(bytes.TrimRight(msg[pos:pos+colon], " \t")) == hCallID {
+			return bytes.TrimSpace(msg[pos+colon+1 : le])
+		}
+		pos = e + 1
+	}
+	return nil
+}

@@ -142,3 +142,17 @@ func TestResponseFoldedHeaderNoInjection(t *testing.T) {
 		t.Fatalf("folded value became a header line: %q", *resp)
 	}
 }
+
+func TestCallID(t *testing.T) {
+	for _, tt := range []struct{ msg, want string }{
+		{string(invite()), "a84b4c76e66710@pc33.example"},
+		{"SIP/2.0 200 OK\r\ni:  abc \r\n\r\nCall-ID: body", "abc"},
+		{"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\nCall-ID: in-body\r\n", ""},
+		{"garbage", ""},
+		{"", ""},
+	} {
+		if got := string(CallID([]byte(tt.msg))); got != tt.want {
+			t.Errorf("CallID(%q) = %q, want %q", tt.msg, got, tt.want)
+		}
+	}
+}

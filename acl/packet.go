@@ -27,6 +27,12 @@ func (g *Guard) WrapPacketConn(s Side, pc net.PacketConn) *PacketConn {
 	return &PacketConn{PacketConn: pc, g: g, side: s}
 }
 
+// WriteTo sends b, showing it to the write tap first.
+func (c *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	c.g.writeTap(c.side, c.PacketConn.LocalAddr(), addr, b)
+	return c.PacketConn.WriteTo(b, addr)
+}
+
 // Unwrap returns the wrapped socket (for socket options such as DSCP).
 func (c *PacketConn) Unwrap() net.PacketConn { return c.PacketConn }
 
@@ -94,7 +100,7 @@ func (c *PacketConn) filter(b []byte, addr net.Addr, full bool) (pass bool) {
 	case actRespond:
 		g.m.drop(c.side, r)
 		g.m.responses[c.side&1].Inc()
-		if _, err := c.PacketConn.WriteTo(*resp, addr); err != nil {
+		if _, err := c.WriteTo(*resp, addr); err != nil {
 			g.log.Debug("acl: edge response not sent", zap.Stringer("to", addr), zap.Int("code", code), zap.Error(err))
 		}
 		respPool.Put(resp)

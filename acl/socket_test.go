@@ -254,3 +254,40 @@ func TestListenerClosesDeniedAtAccept(t *testing.T) {
 		t.Errorf("dropped{denied} = %v", v)
 	}
 }
+
+func TestWriteTapSeesEdgeResponsesAndWrites(t *testing.T) {
+	g, _ := newGuard(t, Config{WAN: Rules{Allow: pfx("127.0.0.0/8")}}, nil)
+	type seen struct {
+		side     Side
+		from, to string
+		msg      string
+	}
+	got := make(chan seen, 4)
+	g.SetWriteTap(func(s Side, from, to net.Addr, msg []byte) {
+		got <- seen{s, from.String(), to.String(), string(msg)}
+	})
+	srv := listenUDP(t, "127.0.0.1:0")
+	wpc := g.WrapPacketConn(WAN, srv)
+	rx := serveUDP(t, wpc)
+	client := listenUDP(t, "127.0.0.1:0")
+	client.WriteTo(bytes.Replace(invite(), []byte("SIP/2.0\r\n"), []byte("SIP/3.0\r\n"), 1), srv.LocalAddr())
+	s := <-got
+	if s.side != WAN || s.from != srv.LocalAddr().String() || s.to != client.LocalAddr().String() || !strings.HasPrefix(s.msg, "SIP/2.0 505 ") {
+		t.Fatalf("tap saw %+v", s)
+	}
+	// what the SIP stack writes through the wrapper is shown too
+	if _, err := wpc.WriteTo([]byte("SIP/2.0 200 OK\r\n\r\n"), client.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if s := <-got; s.msg != "SIP/2.0 200 OK\r\n\r\n" {
+		t.Fatalf("tap saw %+v", s)
+	}
+	g.SetWriteTap(nil)
+	wpc.WriteTo([]byte("x"), client.LocalAddr())
+	select {
+	case s := <-got:
+		t.Fatalf("removed tap saw %+v", s)
+	default:
+	}
+	_ = rx
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 )
@@ -88,9 +89,9 @@ type Conn struct {
 	buf     []byte     // raw bytes read: buf[start:end] not yet framed
 	start   int
 	end     int
-	pending []byte // admitted bytes not yet returned (a slice of buf)
-	err     error  // sticky
-	mode    uint8  // modeSniff until the first byte, then modeSIP or modeRaw
+	pending []byte        // admitted bytes not yet returned (a slice of buf)
+	err     error         // sticky
+	mode    atomic.Uint32 // modeSniff until the first byte, then modeSIP or modeRaw (read by Write)
 	wmu     sync.Mutex
 }
 
@@ -99,7 +100,7 @@ type Conn struct {
 // bytes pass untouched (accept-time ACL and bans still apply, and a ban
 // closes the connection on the next read); SIP never starts with 0x16.
 const (
-	modeSniff uint8 = iota
+	modeSniff uint32 = iota
 	modeSIP
 	modeRaw
 )
@@ -118,6 +119,9 @@ func (c *Conn) Unwrap() net.Conn { return c.Conn }
 
 // Write serialises writes with the edge's own responses.
 func (c *Conn) Write(b []byte) (int, error) {
+	if c.mode.Load() != modeRaw {
+		c.g.writeTap(c.side, c.Conn.LocalAddr(), c.Conn.RemoteAddr(), b)
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.Conn.Write(b)
@@ -139,13 +143,14 @@ func (c *Conn) Read(b []byte) (int, error) {
 		if c.err != nil {
 			return 0, c.err
 		}
-		if c.mode == modeSniff && c.end > c.start {
-			c.mode = modeSIP
+		if c.mode.Load() == modeSniff && c.end > c.start {
 			if c.buf[c.start] == 0x16 {
-				c.mode = modeRaw
+				c.mode.Store(modeRaw)
+			} else {
+				c.mode.Store(modeSIP)
 			}
 		}
-		if c.mode == modeRaw {
+		if c.mode.Load() == modeRaw {
 			return c.readRaw(b)
 		}
 		before := c.start
@@ -300,6 +305,7 @@ func (c *Conn) frameOne() (err error) {
 		g.m.responses[c.side&1].Inc()
 		resp := respPool.Get().(*[]byte)
 		*resp = m.appendResponse((*resp)[:0], msg, code, p.side[c.side&1].allowHeader, p.cfg.ServerHeader)
+		g.writeTap(c.side, c.Conn.LocalAddr(), c.Conn.RemoteAddr(), *resp)
 		c.wmu.Lock()
 		_, werr := c.Conn.Write(*resp)
 		c.wmu.Unlock()
