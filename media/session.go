@@ -3,6 +3,7 @@ package media
 import (
 	"bytes"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -42,7 +43,7 @@ type Session struct {
 // sent there changes (RFC 3264 8: an unchanged SDP keeps its version).
 type origin struct {
 	id, ver uint64
-	sent    []byte
+	sent    uint64 // FNV-1a of the last body sent (0: none yet)
 }
 
 // finish writes our origin and address toward leg and marshals.
@@ -54,12 +55,18 @@ func (s *Session) finish(leg int, out *sdp.Session) []byte {
 	out.SetConn(adv)
 	out.SetOrigin(o.id, o.ver, adv)
 	b := out.Marshal()
-	if o.sent != nil && !bytes.Equal(b, o.sent) {
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	sum := h.Sum64() | 1 // never 0
+	if o.sent != 0 && sum != o.sent {
 		o.ver++
 		out.SetOrigin(o.id, o.ver, adv)
 		b = out.Marshal()
+		h.Reset()
+		_, _ = h.Write(b)
+		sum = h.Sum64() | 1
 	}
-	o.sent = b
+	o.sent = sum
 	return b
 }
 

@@ -160,11 +160,16 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Capture, erro
 		Name: "esbc_capture_dropped_total", Help: "Packets not captured, by reason (queue_full, write_error).",
 	}, []string{"reason"})
 	if reg != nil {
-		for _, col := range []prometheus.Collector{c.packets, c.dropped} {
-			if err := reg.Register(col); err != nil {
+		// A Capture rebuilt on reload keeps counting in the collectors
+		// the first one registered.
+		for _, col := range []**prometheus.CounterVec{&c.packets, &c.dropped} {
+			if err := reg.Register(*col); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {
 					return nil, fmt.Errorf("capture: register metrics: %w", err)
+				}
+				if old, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+					*col = old
 				}
 			}
 		}
