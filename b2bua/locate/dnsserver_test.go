@@ -30,13 +30,25 @@ type testDNS struct {
 // startDNS starts a server on host ("127.0.0.1" or "::1") port 0.
 func startDNS(t testing.TB, host string, records ...string) *testDNS {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatalf("listen udp: %v", err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	// UDP and TCP on the same port: the UDP port may be taken over TCP by
+	// someone else on this shared machine, so try a few ports.
+	var (
+		pc  net.PacketConn
+		ln  net.Listener
+		err error
+	)
+	for range 20 {
+		pc, err = net.ListenPacket("udp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatalf("listen udp: %v", err)
+		}
+		ln, err = net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			break
+		}
 		pc.Close()
+	}
+	if err != nil {
 		t.Fatalf("listen tcp: %v", err)
 	}
 	s := &testDNS{
