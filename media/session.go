@@ -520,7 +520,8 @@ func (s *Session) bind(leg, index int, media string) (*endpoint, error) {
 		return &endpoint{s: s, leg: leg, index: index, media: media, drops: s.drops[leg],
 			rtp: c1, rtcp: c2, port: port, v6: v6}, nil
 	}
-	return nil, fmt.Errorf("media: session %s: bind %s: %w", s.id, addr, lastErr)
+	// Ports taken by other processes count as exhausted: the caller answers 503.
+	return nil, fmt.Errorf("media: session %s: %w: bind %s: %v", s.id, ErrPortsExhausted, addr, lastErr)
 }
 
 func (s *Session) releaseEndpoint(ep *endpoint) {
