@@ -236,13 +236,6 @@ func (g *Guard) banned(a netip.Addr) bool {
 	return e != nil && e.bannedUntil > now
 }
 
-// AllowConn decides on a new TCP/TLS connection from a: allow/deny, ban,
-// and one token of the source's rate. It counts refusals.
-func (g *Guard) AllowConn(s Side, a netip.Addr) Reason {
-	r := g.Admit(s, a)
-	return r
-}
-
 // Admit decides on one message (or connection) from a on side s:
 // allow/deny, ban, rate limit (one token). A refusal is counted under
 // esbc_acl_dropped_total{side,reason}; rate-limit excess may ban a.
