@@ -54,6 +54,24 @@ type registrar struct {
 
 	closer io.Closer     // the listening socket: sipgo's UA.Close leaves it open
 	done   chan struct{} // closed when the serve goroutine returns
+
+	// A handler answering while the UA closes makes sipgo open a fresh UDP
+	// socket for the answer (its "Creating server connection" fallback)
+	// that outlives UA.Close: close waits for handlers, which stop answering.
+	hmu      sync.Mutex
+	closing  bool           // guarded by hmu
+	handlers sync.WaitGroup // in-flight handlers; Add under hmu while !closing
+}
+
+// enter registers a handler; false means the registrar is closing.
+func (r *registrar) enter() bool {
+	r.hmu.Lock()
+	defer r.hmu.Unlock()
+	if r.closing {
+		return false
+	}
+	r.handlers.Add(1)
+	return true
 }
 
 func newRegistrar(t *testing.T, network, ip string) *registrar {
@@ -107,6 +125,10 @@ func (r *registrar) close() {
 	if _, done := closeOnce.LoadOrStore(r, true); done {
 		return
 	}
+	r.hmu.Lock()
+	r.closing = true
+	r.hmu.Unlock()
+	r.handlers.Wait()
 	_ = r.srv.Close()
 	_ = r.ua.Close()
 	_ = r.closer.Close()
@@ -114,6 +136,10 @@ func (r *registrar) close() {
 }
 
 func (r *registrar) onOptions(req *sip.Request, tx sip.ServerTransaction) {
+	if !r.enter() {
+		return
+	}
+	defer r.handlers.Done()
 	r.mu.Lock()
 	r.options++
 	r.mu.Unlock()
@@ -128,6 +154,10 @@ func (r *registrar) onOptions(req *sip.Request, tx sip.ServerTransaction) {
 }
 
 func (r *registrar) onRegister(req *sip.Request, tx sip.ServerTransaction) {
+	if !r.enter() {
+		return
+	}
+	defer r.handlers.Done()
 	r.mu.Lock()
 	r.registers = append(r.registers, req)
 	r.mu.Unlock()

@@ -16,7 +16,15 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m,
+		// Rarely (1 run in ~6 under -race) a test peer's sipgo server cannot
+		// find the socket a request came in on and answers from a fresh UDP
+		// socket ("Creating server connection" in sipgo's transport layer)
+		// whose reader outlives UA.Close. It belongs to sipgo and to the peer
+		// UA, never to a Trunk, which owns no socket: the Trunk's own loops
+		// are still checked.
+		goleak.IgnoreAnyFunction("github.com/emiago/sipgo/sip.(*TransportUDP).readUDPConnection"),
+	)
 }
 
 // env is one trunk wired to a client UA, a resolver and a health table.
