@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 
@@ -76,6 +77,7 @@ type Call struct {
 	setupCancel context.CancelCauseFunc
 	ackCh       chan struct{} // closed when leg A ACKs our 2xx
 	ackOnce     sync.Once
+	endCh       chan struct{} // closed by finish
 	bTx         sip.ClientTransaction // INVITE transaction of leg B
 	bAck        *sip.Request          // ACK sent for B's 2xx (re-sent on retransmissions)
 	bInviteSeq  uint32
@@ -83,6 +85,13 @@ type Call struct {
 	pending     [2]bool         // a re-INVITE is in progress from leg idx
 	lastAnswerA []byte          // last SDP answer sent to leg A during setup
 	identity    header.Identity // caller identity written on leg B's INVITE
+	reAck       [2]*ackWait     // a relayed re-INVITE's 2xx waiting for its ACK, per leg
+}
+
+// ackWait is a 2xx to a re-INVITE waiting for the ACK with CSeq seq.
+type ackWait struct {
+	seq uint32
+	ch  chan struct{}
 }
 
 var (
@@ -138,7 +147,7 @@ func (b *B2BUA) newCall(s *side, req *sip.Request, tx sip.ServerTransaction) (*C
 	if req.Contact() == nil || req.From() == nil || req.CSeq() == nil {
 		return nil, ErrBadRequest
 	}
-	c := &Call{ID: newCallID(), Start: time.Now(), cfg: cfg, ackCh: make(chan struct{})}
+	c := &Call{ID: newCallID(), Start: time.Now(), cfg: cfg, ackCh: make(chan struct{}), endCh: make(chan struct{})}
 	c.setupCtx, c.setupCancel = context.WithCancelCause(context.Background())
 	c.From = req.From().Address.User
 	var trunkName string
@@ -717,11 +726,31 @@ func copyHeaders(in, out *sip.Request, cfg *Config, names ...string) {
 	}
 	for _, n := range names {
 		for _, h := range in.GetHeaders(n) {
-			if validValue(h.Value()) {
-				out.AppendHeader(sip.NewHeader(h.Name(), h.Value()))
+			v := h.Value()
+			if strings.EqualFold(n, "Supported") || strings.EqualFold(n, "Require") {
+				v = dropOptionTags(v)
+			}
+			if v != "" && validValue(v) {
+				out.AppendHeader(sip.NewHeader(h.Name(), v))
 			}
 		}
 	}
+}
+
+// dropOptionTags removes the option tags esbc cannot honour end to end:
+// 100rel (esbc sends no PRACK: a trunk told otherwise would retransmit its
+// reliable 18x and fail the call) and replaces (a LAN dialog cannot be
+// replaced from the WAN).
+func dropOptionTags(v string) string {
+	var keep []string
+	for _, tok := range strings.Split(v, ",") {
+		tok = strings.TrimSpace(tok)
+		if tok == "" || strings.EqualFold(tok, "100rel") || strings.EqualFold(tok, "replaces") {
+			continue
+		}
+		keep = append(keep, tok)
+	}
+	return strings.Join(keep, ", ")
 }
 
 // validValue rejects CR, LF and NUL in a header value esbc writes.
@@ -996,15 +1025,23 @@ func (b *B2BUA) sendBye(c *Call, l *Leg) {
 // doRequest sends an in-dialog request on leg l and returns its final
 // response, answering one digest challenge from a trunk.
 func (b *B2BUA) doRequest(ctx context.Context, c *Call, l *Leg, req *sip.Request) (*sip.Response, error) {
+	res, _, err := b.doTx(ctx, c, l, req)
+	return res, err
+}
+
+// doTx is doRequest that also returns the transaction of the final
+// response. An INVITE transaction is left to end by itself (Timer M in
+// the Accepted state), so that retransmitted 2xx reach OnRetransmission.
+func (b *B2BUA) doTx(ctx context.Context, c *Call, l *Leg, req *sip.Request) (*sip.Response, sip.ClientTransaction, error) {
 	cli := l.side.ep.Client
 	for try := 0; ; try++ {
-		res, err := cli.Do(ctx, req, b.build)
+		res, tx, err := b.final(ctx, cli, req)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if (res.StatusCode == 401 || res.StatusCode == 407) && try < 2 && l.Side == "wan" && c.trunk != nil {
 			if err := c.trunk.Authorize(req, res); err != nil {
-				return res, nil
+				return res, tx, nil
 			}
 			c.mu.Lock()
 			req.RemoveHeader("Via")
@@ -1014,7 +1051,32 @@ func (b *B2BUA) doRequest(ctx context.Context, c *Call, l *Leg, req *sip.Request
 			c.mu.Unlock()
 			continue
 		}
-		return res, nil
+		return res, tx, nil
+	}
+}
+
+// final sends req in a client transaction and returns its final response.
+func (b *B2BUA) final(ctx context.Context, cli *sipgo.Client, req *sip.Request) (*sip.Response, sip.ClientTransaction, error) {
+	tx, err := cli.TransactionRequest(ctx, req, b.build)
+	if err != nil {
+		return nil, nil, err
+	}
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.IsProvisional() {
+				continue
+			}
+			if !req.IsInvite() || !res.IsSuccess() {
+				tx.Terminate()
+			}
+			return res, tx, nil
+		case <-tx.Done():
+			return nil, nil, tx.Err()
+		case <-ctx.Done():
+			tx.Terminate()
+			return nil, nil, ctx.Err()
+		}
 	}
 }
 
@@ -1040,6 +1102,7 @@ func (b *B2BUA) finish(c *Call, result string) {
 	c.mu.Unlock()
 	c.setupCancel(errShutdown)
 	c.ackOnce.Do(func() { close(c.ackCh) })
+	close(c.endCh) // once: finish returns early when End is set
 	var stats *mediaStats
 	if ms != nil {
 		st := ms.Stats()

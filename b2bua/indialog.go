@@ -3,6 +3,7 @@ package b2bua
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
@@ -16,13 +17,21 @@ func (b *B2BUA) onAck(s *side, req *sip.Request, _ sip.ServerTransaction) {
 		return
 	}
 	c := l.call
-	if l == c.A {
-		c.mu.Lock()
-		isInvite := req.CSeq() != nil && req.CSeq().SeqNo == l.Dialog.RemoteCSeq
+	cs := req.CSeq()
+	if cs == nil {
+		return
+	}
+	c.mu.Lock()
+	if w := c.reAck[l.idx]; w != nil && w.seq == cs.SeqNo {
+		close(w.ch)
+		c.reAck[l.idx] = nil
 		c.mu.Unlock()
-		if isInvite {
-			c.ackOnce.Do(func() { close(c.ackCh) })
-		}
+		return
+	}
+	initial := l == c.A && c.state < StateConfirmed && cs.SeqNo == l.Dialog.RemoteCSeq
+	c.mu.Unlock()
+	if initial {
+		c.ackOnce.Do(func() { close(c.ackCh) })
 	}
 }
 
@@ -148,7 +157,7 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 	timeout := 32 * sip.T1
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	res, err := b.doRequest(ctx, c, peer, out)
+	res, otx, err := b.doTx(ctx, c, peer, out)
 	if err != nil {
 		b.log.Info("in-dialog request not answered", zap.String("call", c.ID), zap.String("method", string(req.Method)),
 			zap.String("side", peer.Side), zap.Error(err))
@@ -172,7 +181,17 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 		}
 		ack := peer.Dialog.newRequest(sip.ACK, seq)
 		c.mu.Unlock()
-		if err := peer.side.ep.Client.WriteRequest(ack, b.build); err != nil {
+		cli := peer.side.ep.Client
+		tmpl := ack.Clone()
+		if otx != nil {
+			// A lost ACK: the peer retransmits its 2xx; answer each again.
+			otx.OnRetransmission(func(r *sip.Response) {
+				if r.IsSuccess() {
+					_ = cli.WriteRequest(tmpl.Clone(), b.build)
+				}
+			})
+		}
+		if err := cli.WriteRequest(ack, b.build); err != nil {
 			b.log.Info("ACK of re-INVITE failed", zap.String("call", c.ID), zap.Error(err))
 		}
 	}
@@ -203,9 +222,52 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 		sessionTimer(req, res, out2)
 	}
 	b.decorate(out2)
+	var w *ackWait
+	if req.Method == sip.INVITE && out2.IsSuccess() && l.Dialog.Transport == "UDP" {
+		w = &ackWait{seq: cs.SeqNo, ch: make(chan struct{})}
+		c.mu.Lock()
+		c.reAck[l.idx] = w
+		c.mu.Unlock()
+	}
 	done()
 	if err := b.send(s, tx, out2); err != nil {
 		b.log.Debug("in-dialog response failed", zap.String("call", c.ID), zap.Error(err))
+	}
+	if w != nil {
+		// RFC 3261 §13.3.1.4: the UAS core retransmits its 2xx until the ACK.
+		b.retransmit2xx(c, l, s, tx, out2, w)
+	}
+}
+
+// retransmit2xx re-sends a re-INVITE's 2xx (T1 doubling to T2) until its
+// ACK arrives, the call ends, or 64*T1.
+func (b *B2BUA) retransmit2xx(c *Call, l *Leg, s *side, tx sip.ServerTransaction, res *sip.Response, w *ackWait) {
+	interval := sip.T1
+	rt := time.NewTimer(interval)
+	defer rt.Stop()
+	deadline := time.NewTimer(64 * sip.T1)
+	defer deadline.Stop()
+	defer func() {
+		c.mu.Lock()
+		if c.reAck[l.idx] == w {
+			c.reAck[l.idx] = nil
+		}
+		c.mu.Unlock()
+	}()
+	for {
+		select {
+		case <-w.ch:
+			return
+		case <-c.endCh:
+			return
+		case <-rt.C:
+			_ = b.send(s, tx, res)
+			interval = min(2*interval, sip.T2)
+			rt.Reset(interval)
+		case <-deadline.C:
+			b.log.Info("no ACK for a re-INVITE 2xx", zap.String("call", c.ID), zap.String("side", l.Side))
+			return
+		}
 	}
 }
 

@@ -24,6 +24,12 @@ func pbxReinvite(t *testing.T, ctx context.Context, mc *mediaCall, body []byte) 
 	if err != nil {
 		t.Fatalf("re-INVITE: %v", err)
 	}
+	if res.IsSuccess() {
+		// ACK the 2xx (same CSeq number: the dialog does not increment it for ACK).
+		if err := mc.s.WriteRequest(sip.NewRequest(sip.ACK, mc.s.InviteResponse.Contact().Address)); err != nil {
+			t.Fatalf("ACK of re-INVITE: %v", err)
+		}
+	}
 	return res
 }
 
@@ -69,6 +75,9 @@ func TestReinviteHoldResumeRekey(t *testing.T) {
 	res, err := mc.trkSess.Do(ctx, req)
 	if err != nil || res.StatusCode != 200 {
 		t.Fatalf("re-key re-INVITE: %v %v", res, err)
+	}
+	if err := mc.trkSess.WriteRequest(sip.NewRequest(sip.ACK, e.trkUAS.lastInvite().Contact().Address)); err != nil {
+		t.Fatalf("ACK of re-key: %v", err)
 	}
 	m := reCrypto.FindSubmatch(res.Body())
 	if m == nil {
