@@ -188,7 +188,7 @@ func TestSpoofedSweepGetsNothing(t *testing.T) {
 	payload := []byte{0x80, 0, 0, 1, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 'b', 'l', 'e', 'e', 'd'}
 	for port := cfg.PortMin; port <= cfg.PortMax; port++ {
 		switch port {
-		case c.pbx.port(), c.pbx.rtcpPort(), c.trunk.port(), c.trunk.rtcpPort():
+		case c.pbx.port(), c.pbx.rtcpPort(), c.trunk.port(), c.trunk.rtcpPort(), spoof.port(), spoof.rtcpPort():
 			continue // the test's own peers may hold ephemeral ports inside the range
 		}
 		if _, err := spoof.rtp.WriteToUDPAddrPort(payload, netip.AddrPortFrom(lo, uint16(port))); err != nil {
