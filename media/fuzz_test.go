@@ -18,7 +18,7 @@ func FuzzOfferAnswer(f *testing.F) {
 	f.Add(offerSDP(30000, 30001, "RTP/SAVP", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:4"), byte(1))
 	f.Add([]byte("v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=image 30000 udptl t38\r\nm=video 30002 RTP/AVP 96\r\n"), byte(0))
 	f.Add([]byte("v=0\nm=audio 1 RTP/AVP\nc=IN IP6 ::1\n"), byte(1))
-	e, err := NewEngine(Config{PortMin: 47000, PortMax: 47999, Quarantine: time.Nanosecond}, nil, nil)
+	e, err := NewEngine(Config{PortMin: 19000, PortMax: 19999, Quarantine: time.Nanosecond}, nil, nil)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -24,12 +24,14 @@ var lo = netip.MustParseAddr("127.0.0.1")
 // testPorts gives each test its own slice of the range so parallel runs of
 // other packages on the shared machine rarely collide (bind retries cover
 // the rest).
-var nextBase = 41000
+var nextBase = 12000 // below the ephemeral range (32768-60999) and away from b2bua's 43000+
 
 func newEngine(t testing.TB, mod func(*Config)) (*Engine, *prometheus.Registry) {
 	t.Helper()
 	cfg := Config{PortMin: nextBase, PortMax: nextBase + 199, Quarantine: time.Millisecond, LatchWindow: 5 * time.Second}
-	nextBase += 200
+	if nextBase += 200; nextBase > 18800 { // earlier engines are closed by now: reuse
+		nextBase = 12000
+	}
 	if mod != nil {
 		mod(&cfg)
 	}
