@@ -29,6 +29,7 @@ type secApp struct {
 	addrs map[string]string // "admin", "lan/udp", "lan/tcp", "wan/udp"
 	ready chan struct{}
 	exit  chan error
+	once  sync.Once
 }
 
 func secBuild(t *testing.T) string {
@@ -43,8 +44,9 @@ func secBuild(t *testing.T) string {
 	return bin
 }
 
-func secAppConfig(lanDeny string) string {
+func secAppConfig(lanDeny, captureDir string) string {
 	return fmt.Sprintf(`log: { level: info, format: json }
+capture: { dir: %q, mode: sip }
 admin: { listen: "127.0.0.1:0" }
 lan:
   listen: ["udp://127.0.0.1:0", "tcp://127.0.0.1:0"]
@@ -58,7 +60,7 @@ cdr: { file: "" }
 security:
   rate_limit: { per_ip: 30, burst: 60, ban: 10m }
   user_agent_deny: ["friendly-scanner"]
-`, lanDeny)
+`, captureDir, lanDeny)
 }
 
 func secStartApp(t *testing.T, cfg string) *secApp {
@@ -96,16 +98,7 @@ func secStartApp(t *testing.T, cfg string) *secApp {
 		}
 		a.exit <- a.cmd.Wait()
 	}()
-	t.Cleanup(func() {
-		_ = a.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-a.exit:
-		case <-time.After(15 * time.Second):
-			_ = a.cmd.Process.Kill()
-			<-a.exit
-		}
-		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-	})
+	t.Cleanup(a.stop)
 	select {
 	case <-a.ready:
 	case err := <-a.exit:
@@ -115,6 +108,20 @@ func secStartApp(t *testing.T, cfg string) *secApp {
 		t.Fatalf("esbc not ready\n%s", a.log())
 	}
 	return a
+}
+
+// stop drains esbc (SIGTERM) and waits for it to exit; idempotent.
+func (a *secApp) stop() {
+	a.once.Do(func() {
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-a.exit:
+		case <-time.After(15 * time.Second):
+			_ = a.cmd.Process.Kill()
+			<-a.exit
+		}
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	})
 }
 
 func (a *secApp) log() string {
@@ -188,7 +195,9 @@ func TestSecurityApp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	a := secStartApp(t, secAppConfig(`"127.0.0.2/32"`))
+	secLeakCheck(t)
+	capDir := t.TempDir()
+	a := secStartApp(t, secAppConfig(`"127.0.0.2/32"`, capDir))
 	lan, wan := a.addr("lan/udp"), a.addr("wan/udp")
 	pbx := secUDP(t, "127.0.0.1")
 	denied := secUDP(t, "127.0.0.2")
@@ -245,7 +254,7 @@ func TestSecurityApp(t *testing.T) {
 	}
 
 	// Reload: deny 127.0.0.3 too (SIGHUP); it gets nothing from then on.
-	if err := os.WriteFile(a.cfg, []byte(secAppConfig(`"127.0.0.2/32", "127.0.0.3/32"`)), 0o600); err != nil {
+	if err := os.WriteFile(a.cfg, []byte(secAppConfig(`"127.0.0.2/32", "127.0.0.3/32"`, capDir)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	before := a.metric(t, `esbc_config_reload_total{result="success"}`)
@@ -264,6 +273,31 @@ func TestSecurityApp(t *testing.T) {
 	if v := a.metric(t, `esbc_acl_dropped_total{reason="denied",side="lan"}`); v != 2 {
 		t.Fatalf("lan denied after reload = %v", v)
 	}
+
+	// capture (mode sip): the SIP esbc saw, both directions, readable by tshark
+	a.stop()
+	files, _ := filepath.Glob(filepath.Join(capDir, "*.pcapng"))
+	if len(files) != 1 {
+		t.Fatalf("capture files: %v", files)
+	}
+	if _, err := exec.LookPath("tshark"); err != nil {
+		if os.Getenv("ESBC_REQUIRE_TOOLS") == "1" {
+			t.Fatal("tshark not installed")
+		}
+		t.Skip("tshark not installed")
+	}
+	_, port, _ := net.SplitHostPort(lan)
+	out, err := exec.Command("tshark", "-r", files[0], "-d", "udp.port=="+port+",sip", "-Y", "sip", "-T", "fields", "-e", "ip.src", "-e", "sip.CSeq.method", "-e", "sip.Status-Code").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	if !strings.Contains(string(out), "127.0.0.1\tOPTIONS\t\n") || !strings.Contains(string(out), "\tOPTIONS\t200\n") {
+		t.Fatalf("capture lacks the PBX's OPTIONS and esbc's 200:\n%s", out)
+	}
+	if strings.Contains(string(out), "127.0.0.2\t") {
+		t.Fatalf("capture holds a denied source's message:\n%s", out)
+	}
+	t.Logf("capture: %d SIP messages decoded by tshark", strings.Count(string(out), "\n"))
 }
 
 func secAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

@@ -24,26 +24,44 @@ package app
 //   - guard() is the acl.Guard for the B2BUA: ReportAuthFailure,
 //     MethodAllowed/AllowHeader, SetTrunkAddrs (resolved trunk servers),
 //     SetPBXAddrs.
+//   - capture() is the diagnostic pcapng capture (config key capture,
+//     rebuilt on reload when it changes). The edge feeds it every SIP
+//     message read on any connection of either side (sipgo read filter:
+//     after TLS decryption, client connections included) and every SIP
+//     message written through the wrapped listener sockets. What the edge
+//     cannot see, the B2BUA/media must feed: SIP written on connections
+//     sipgo dialed itself (TLS/TCP toward trunks: WriteSIP) and RTP after
+//     SRTP decryption (WriteRTP, EndCall).
 //   - close is called once at shutdown, after the SIP sockets are closed.
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 
 	"github.com/esbc/esbc/acl"
 	"github.com/esbc/esbc/cmd/esbc/internal/config"
+	"github.com/esbc/esbc/media/capture"
 )
 
 // edge filters traffic at the socket level for both sides.
 type edge struct {
 	d     EdgeDeps
+	log   *zap.Logger
 	g     *acl.Guard
 	unsub func()
+
+	cap    atomic.Pointer[capture.Capture]
+	capMu  sync.Mutex     // guards capCfg and the swap of cap
+	capCfg capture.Config // the configuration cap was built with
 }
 
 // newEdge builds the acl Guard from the snapshot in force, mounts the ban
@@ -61,7 +79,13 @@ func newEdge(d EdgeDeps) (*edge, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &edge{d: d, g: g}
+	e := &edge{d: d, log: log, g: g}
+	if err := e.setCapture(d.Snapshot()); err != nil {
+		return nil, err
+	}
+	g.SetWriteTap(func(s acl.Side, from, to net.Addr, msg []byte) {
+		e.captureSIP(from, to, msg)
+	})
 	if d.Admin != nil {
 		h := g.Handler()
 		d.Admin.Handle(acl.BansPath, h)
@@ -75,9 +99,12 @@ func newEdge(d EdgeDeps) (*edge, error) {
 			}
 			if err != nil {
 				log.Error("acl: reload refused, previous policy stays", zap.Error(err))
-				return
+			} else {
+				log.Info("acl: policy reloaded", zap.Uint64("generation", next.Generation))
 			}
-			log.Info("acl: policy reloaded", zap.Uint64("generation", next.Generation))
+			if err := e.setCapture(next); err != nil {
+				log.Error("capture: reload refused, previous capture stays", zap.Error(err))
+			}
 		})
 	}
 	return e, nil
@@ -176,15 +203,82 @@ func (e *edge) wrapTLSListener(side Side, l net.Listener) net.Listener {
 	return e.g.WrapListener(aclSide(side), l)
 }
 
-// transportOptions returns extra sipgo transport-layer options for side.
+// transportOptions returns extra sipgo transport-layer options for side:
+// a read filter that shows every message read (decrypted) to the capture.
+// It never drops anything and never returns an error (LIBRARIES.md).
 func (e *edge) transportOptions(side Side) []sip.TransportLayerOption {
-	return nil
+	return []sip.TransportLayerOption{sip.WithTransportLayerReadFilter(func(p sip.TransportReadProps, data []byte) ([]byte, error) {
+		e.captureSIP(p.RemoteAddr, p.LocalAddr, data)
+		return data, nil
+	})}
 }
+
+// captureSIP hands one SIP message to the capture, if it is on.
+func (e *edge) captureSIP(from, to net.Addr, msg []byte) {
+	c := e.cap.Load()
+	if c == nil || c.Mode() == capture.ModeOff || len(bytes.Trim(msg, "\r\n")) == 0 {
+		return
+	}
+	c.WriteSIP(string(acl.CallID(msg)), addrPort(from), addrPort(to), msg, time.Now())
+}
+
+// addrPort converts a socket address; unknown ones become the zero value.
+func addrPort(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return a.AddrPort()
+	case *net.TCPAddr:
+		return a.AddrPort()
+	case nil:
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// captureConfig maps the snapshot's capture section.
+func captureConfig(s *config.Snapshot) (capture.Config, error) {
+	m, err := capture.ParseMode(s.Capture.Mode)
+	if err != nil {
+		return capture.Config{}, err
+	}
+	return capture.Config{Dir: s.Capture.Dir, Mode: m, MaxFileBytes: s.Capture.MaxFileBytes, MaxFiles: s.Capture.MaxFiles}, nil
+}
+
+// setCapture (re)builds the capture when its configuration changed; the
+// old one is closed (flushed) after the swap.
+func (e *edge) setCapture(s *config.Snapshot) error {
+	cfg, err := captureConfig(s)
+	if err != nil {
+		return err
+	}
+	e.capMu.Lock()
+	defer e.capMu.Unlock()
+	if e.cap.Load() != nil && cfg == e.capCfg {
+		return nil
+	}
+	c, err := capture.New(cfg, e.log.Named("capture"), e.d.Registerer)
+	if err != nil {
+		return err
+	}
+	old := e.cap.Swap(c)
+	e.capCfg = cfg
+	if cfg.Mode != capture.ModeOff {
+		e.log.Info("capture on", zap.String("mode", string(cfg.Mode)), zap.String("dir", cfg.Dir))
+	}
+	return old.Close()
+}
+
+// capture is the diagnostic capture in force (never nil after newEdge),
+// for the B2BUA and media wiring: WriteSIP for what the edge cannot see,
+// WriteRTP after SRTP decryption, EndCall.
+func (e *edge) capture() *capture.Capture { return e.cap.Load() }
 
 // close releases what newEdge started.
 func (e *edge) close() error {
 	if e.unsub != nil {
 		e.unsub()
 	}
-	return nil
+	e.g.SetWriteTap(nil)
+	return e.cap.Load().Close()
 }
