@@ -533,3 +533,67 @@ func TestPeerKeyWithMKIAndLifetime(t *testing.T) {
 		t.Fatalf("got %q", got.Payload)
 	}
 }
+
+func TestCodecChangeAndSuiteChangeMidCall(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	c := setupCall(t, e, 3, false) // AEAD_AES_128_GCM
+	exchange(t, c, "gcm pcmu")
+	before := c.s.State().Legs[1].Streams[0].SendKey
+	// The trunk re-INVITEs: PCMA only, and AES_CM_128_HMAC_SHA1_80 now.
+	nk, _ := sdp.NewCrypto(7, "AES_CM_128_HMAC_SHA1_80")
+	body := bytes.Replace(offerSDP(c.trunk.port(), 0, "RTP/SAVP", "a=crypto:"+nk.String()), []byte(" 0 8 101"), []byte(" 8 101"), 1)
+	out, err := c.s.Offer(1, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := mustParse(t, out).Media[0].Formats; strings.Join(f, " ") != "8 101" {
+		t.Fatalf("re-offer toward the PBX formats %v", f)
+	}
+	back, err := c.s.Answer(0, bytes.Replace(offerSDP(c.pbx.port(), 0, "RTP/AVP"), []byte(" 0 8 101"), []byte(" 8 101"), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	am := mustParse(t, back).Media[0]
+	ours := cryptoByTag(t, am, 7)
+	if ours.Suite != "AES_CM_128_HMAC_SHA1_80" || bytes.Equal(ours.Key, before) {
+		t.Fatalf("answer crypto %+v", ours)
+	}
+	c.trunk.enc, c.trunk.dec = ctxFor(t, nk), ctxFor(t, ours)
+	c.trunk.ssrc++ // a new context on the far end: a fresh stream
+	c.pbx.ssrc++
+	for i := 0; i < 3; i++ {
+		c.pbx.sendRTP([]byte("pcma to trunk"), 8)
+		if got := c.trunk.recvRTP(c.trunk.rtp); string(got.Payload) != "pcma to trunk" || got.PayloadType != 8 {
+			t.Fatalf("got %q PT %d", got.Payload, got.PayloadType)
+		}
+		c.trunk.sendRTP([]byte("pcma to pbx"), 8)
+		if got := c.pbx.recvRTP(c.pbx.rtp); string(got.Payload) != "pcma to pbx" {
+			t.Fatalf("got %q", got.Payload)
+		}
+	}
+	if st := c.s.Stats(); st.Legs[1].Suite != "AES_CM_128_HMAC_SHA1_80" || st.Legs[1].Codec != "PCMA" {
+		t.Fatalf("stats %+v", st.Legs[1])
+	}
+}
+
+func TestLateOffer(t *testing.T) {
+	// INVITE without SDP: the callee (leg b) offers in its 200, leg a answers in the ACK.
+	e, _ := newEngine(t, nil)
+	s, _ := e.NewSession("late", lanLeg, wanLeg, nil)
+	defer s.Close()
+	pbx, trunk := newPeer(t), newPeer(t)
+	tk, _ := sdp.NewCrypto(1, "AES_CM_128_HMAC_SHA1_32")
+	out, err := s.Offer(1, offerSDP(trunk.port(), 0, "RTP/SAVP", "a=crypto:"+tk.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := s.Answer(0, offerSDP(pbx.port(), 0, "RTP/AVP"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours := cryptoByTag(t, mustParse(t, back).Media[0], 1)
+	pbx.remote, trunk.remote = esbcAddr(t, out), esbcAddr(t, back)
+	trunk.enc, trunk.dec = ctxFor(t, tk), ctxFor(t, ours)
+	c := &call{s: s, pbx: pbx, trunk: trunk}
+	exchange(t, c, "late offer")
+}
