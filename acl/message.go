@@ -6,9 +6,10 @@ import (
 	"strconv"
 )
 
-// maxVia bounds the Via lines copied into an edge response; a request with
-// more is answered only if it needs no response (it is then dropped).
-const maxVia = 16
+// maxVia bounds the Via header fields copied into an edge response; a
+// request with more passes, but when the edge would have to answer it, it
+// drops it instead (it cannot build a response the client would match).
+const maxVia = 64
 
 // span is a [start, end) range of a raw message.
 type span struct{ start, end int32 }
@@ -374,7 +375,7 @@ func (p *policy) decide(s Side, b []byte, m *message, stream bool) (action, Reas
 	}
 	if r == ReasonNone && m.request {
 		switch {
-		case !m.via[0].ok() || m.nvia == 0 || m.nvia > maxVia:
+		case m.nvia == 0 || !m.via[0].ok():
 			m.fail(ReasonMalformed, "Missing Via")
 		case !m.cseq.ok():
 			m.fail(ReasonMalformed, "Missing CSeq")

@@ -2,6 +2,8 @@ package acl
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -153,6 +155,49 @@ func TestCallID(t *testing.T) {
 	} {
 		if got := string(CallID([]byte(tt.msg))); got != tt.want {
 			t.Errorf("CallID(%q) = %q, want %q", tt.msg, got, tt.want)
+		}
+	}
+}
+
+// TestTortureMessages runs the RFC 4475 / RFC 5118 messages through the
+// datagram checks. The edge only refuses what it can judge from the raw
+// bytes; the others (valid, or invalid in ways only a full parser sees)
+// pass to the SIP stack.
+func TestTortureMessages(t *testing.T) {
+	p, _ := compile(Config{})
+	refused := map[string]struct {
+		act    action
+		reason Reason
+		code   int
+	}{
+		"rfc4475-badvers": {actRespond, ReasonVersion, 505},   // SIP/7.0
+		"rfc4475-bigcode": {actDrop, ReasonMalformed, 0},      // response code 4294967301
+		"rfc4475-clerr":   {actRespond, ReasonMalformed, 400}, // Content-Length larger than the body
+		"rfc4475-insuf":   {actRespond, ReasonMalformed, 400}, // missing Call-ID, From, To
+		"rfc4475-mcl01":   {actRespond, ReasonMalformed, 400}, // several Content-Length values
+		"rfc4475-ncl":     {actRespond, ReasonMalformed, 400}, // negative Content-Length
+		"rfc4475-trws":    {actRespond, ReasonMalformed, 400}, // trailing whitespace after the version
+	}
+	files, err := filepath.Glob("testdata/torture/*.sip")
+	if err != nil || len(files) < 60 {
+		t.Fatalf("torture files: %d %v", len(files), err)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".sip")
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, ok := refused[name]
+		if !ok {
+			want.act = actPass
+		}
+		act, r, code, resp := p.checkDatagram(LAN, b, false)
+		if act != want.act || r != want.reason || code != want.code {
+			t.Errorf("%s: %v %v %d, want %v %v %d", name, act, r, code, want.act, want.reason, want.code)
+		}
+		if resp != nil {
+			checkResponse(t, *resp, code)
 		}
 	}
 }
