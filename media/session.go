@@ -668,9 +668,19 @@ func (s *Session) Answer(from int, body []byte) ([]byte, error) {
 				xc: xc, raw: pl.raw, clockRate: yRate, codec: codec, direction: dir}
 			np.expectIP = remote.Addr()
 			if l := s.legs[leg].LatchAddr; l.IsValid() {
+				// Far-end NAT: the SDP address is the peer's private one.
+				// Until the latch, send toward the SIP source IP (NATs often
+				// keep the port), never toward a private address that could
+				// be a host on esbc's own networks.
 				np.expectIP = l.Unmap()
+				if remote.IsValid() {
+					np.remote = netip.AddrPortFrom(np.expectIP, remote.Port())
+				}
+				if remoteRTCP.IsValid() {
+					np.remoteRTCP = netip.AddrPortFrom(np.expectIP, remoteRTCP.Port())
+				}
 			}
-			if cur != nil && cur.active && cur.remote == remote && cur.expectIP == np.expectIP {
+			if cur != nil && cur.active && cur.remote == np.remote && cur.expectIP == np.expectIP {
 				np.epoch, np.latchUntil = cur.epoch, cur.latchUntil
 			} else {
 				s.epoch++

@@ -173,8 +173,12 @@ func TestFarEndNATLatch(t *testing.T) {
 	if got := trunk.recvRTP(trunk.rtp); string(got.Payload) != "back through NAT" {
 		t.Fatalf("got %q", got.Payload)
 	}
-	if l := s.State().Legs[1].Streams[0].Latched; int(l.Port()) != trunk.port() {
-		t.Fatalf("latched %v", l)
+	st := s.State().Legs[1].Streams[0]
+	if int(st.Latched.Port()) != trunk.port() {
+		t.Fatalf("latched %v", st.Latched)
+	}
+	if st.Remote.String() != "127.0.0.1:4000" {
+		t.Fatalf("before latching esbc would send to %v, want the SIP source IP with the SDP port", st.Remote)
 	}
 }
 
