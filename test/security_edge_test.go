@@ -377,10 +377,39 @@ func TestSecurityScannerAndMalformed(t *testing.T) {
 	}
 	secMustOK(t, good, e.tcp, "TCP")
 
+	// TLS: the same per-message policy applies to the decrypted stream.
+	tc, err := cryptotls.DialWithDialer(&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 3)}, Timeout: 10 * time.Second},
+		"tcp", e.tls, &cryptotls.Config{RootCAs: e.roots, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	tsrc = tc.LocalAddr().String()
+	scan := strings.ReplaceAll(string(secRawOptions(tsrc, "User-Agent: sipvicious")), "SIP/2.0/UDP", "SIP/2.0/TLS")
+	ok = strings.ReplaceAll(string(secRawOptions(tsrc)), "SIP/2.0/UDP", "SIP/2.0/TLS")
+	bad := strings.Replace(ok, "SIP/2.0\r\n", "SIP/3.0\r\n", 1)
+	io.WriteString(tc, scan+bad+ok)
+	tr := bufio.NewReader(tc)
+	for _, want := range []string{"SIP/2.0 505 Version Not Supported\r\n", "SIP/2.0 200 OK\r\n"} {
+		for {
+			line, err := tr.ReadString('\n')
+			if err != nil {
+				t.Fatalf("TLS: waiting for %q: %v", want, err)
+			}
+			if strings.HasPrefix(line, "SIP/2.0 ") {
+				if line != want {
+					t.Fatalf("TLS: got %q, want %q", line, want)
+				}
+				break
+			}
+		}
+	}
+
 	for _, r := range []struct {
 		reason acl.Reason
 		min    float64
-	}{{acl.ReasonUserAgent, 3}, {acl.ReasonMalformed, 3}, {acl.ReasonVersion, 1}, {acl.ReasonOversize, 1}, {acl.ReasonMethod, 1}, {acl.ReasonFraming, 1}} {
+	}{{acl.ReasonUserAgent, 4}, {acl.ReasonMalformed, 3}, {acl.ReasonVersion, 2}, {acl.ReasonOversize, 1}, {acl.ReasonMethod, 1}, {acl.ReasonFraming, 1}} {
 		if v := e.dropped(acl.LAN, r.reason); v < r.min {
 			t.Errorf("dropped{%v} = %v, want >= %v", r.reason, v, r.min)
 		}
