@@ -122,7 +122,14 @@ type worker struct {
 	rx rxStats
 }
 
-const bufSize = 1500 + 64
+// bufSize is a malloc size class; datagrams are read into the first
+// bufSize-headroom bytes (1,504: above the 1,472 bytes of UDP payload in a
+// 1,500-byte IPv4 packet) so that in-place encryption can append the
+// SRTP/SRTCP tag, MKI and SRTCP index without reallocating.
+const (
+	bufSize  = 1536
+	headroom = 32
+)
 
 // loop runs a worker until its socket closes; a panic is counted and the
 // loop goes on.
@@ -142,7 +149,7 @@ func (w *worker) serve() (done bool) {
 		}
 	}()
 	for {
-		n, from, err := w.conn.ReadFromUDPAddrPort(w.buf)
+		n, from, err := w.conn.ReadFromUDPAddrPort(w.buf[:bufSize-headroom])
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return true
