@@ -12,12 +12,15 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 	"unsafe"
+
+	"golang.org/x/net/ipv4"
 )
 
 type mediaRelayKind int
@@ -25,7 +28,11 @@ type mediaRelayKind int
 const (
 	mediaGoroutinePerSocket mediaRelayKind = iota
 	mediaEpollPool
+	mediaReadBatch // goroutine per socket with ipv4.PacketConn ReadBatch/WriteBatch (recvmmsg/sendmmsg)
 )
+
+// mediaBatchCalls and mediaBatchMsgs count ReadBatch calls and messages.
+var mediaBatchCalls, mediaBatchMsgs atomic.Int64
 
 // mediaArchRelay opens n relay sockets forwarding to sinks (round robin) and
 // returns their addresses and a stop function.
@@ -55,6 +62,51 @@ func mediaArchRelay(t *testing.T, kind mediaRelayKind, n int, sinks []netip.Addr
 						return
 					}
 					_, _ = c.WriteToUDPAddrPort(buf[:m], to)
+				}
+			}()
+		}
+		return addrs, func() {
+			for _, c := range conns {
+				c.Close()
+			}
+			wg.Wait()
+		}
+	case mediaReadBatch:
+		conns := make([]*net.UDPConn, n)
+		var wg sync.WaitGroup
+		for i := range conns {
+			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadBuffer(1 << 20)
+			conns[i] = c
+			addrs[i] = netip.AddrPortFrom(mediaLo, uint16(mediaPort(c)))
+			to := net.UDPAddrFromAddrPort(sinks[i%len(sinks)])
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pc := ipv4.NewPacketConn(c)
+				msgs := make([]ipv4.Message, 8)
+				for j := range msgs {
+					msgs[j].Buffers = [][]byte{make([]byte, 2048)}
+				}
+				out := make([]ipv4.Message, 8)
+				for j := range out {
+					out[j].Buffers = [][]byte{nil}
+					out[j].Addr = to
+				}
+				for {
+					k, err := pc.ReadBatch(msgs, 0)
+					if err != nil {
+						return
+					}
+					mediaBatchCalls.Add(1)
+					mediaBatchMsgs.Add(int64(k))
+					for j := 0; j < k; j++ {
+						out[j].Buffers[0] = msgs[j].Buffers[0][:msgs[j].N]
+					}
+					_, _ = pc.WriteBatch(out[:k], 0)
 				}
 			}()
 		}
@@ -152,8 +204,12 @@ func TestMediaRelayArchitecture(t *testing.T) {
 		sinks[i] = mediaListen(t)
 		sinkAddrs[i] = netip.AddrPortFrom(mediaLo, uint16(mediaPort(sinks[i])))
 	}
-	for _, kind := range []mediaRelayKind{mediaGoroutinePerSocket, mediaEpollPool, mediaGoroutinePerSocket, mediaEpollPool} {
+	for _, kind := range []mediaRelayKind{mediaGoroutinePerSocket, mediaEpollPool, mediaReadBatch, mediaGoroutinePerSocket, mediaEpollPool, mediaReadBatch} {
+		mediaBatchCalls.Store(0)
+		mediaBatchMsgs.Store(0)
 		addrs, stop := mediaArchRelay(t, kind, n, sinkAddrs)
+		var ms0, ms1 runtime.MemStats
+		runtime.ReadMemStats(&ms0)
 		var recv atomic.Int64
 		done := make(chan struct{})
 		var wg sync.WaitGroup
@@ -199,13 +255,17 @@ func TestMediaRelayArchitecture(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		cpu := mediaCPUTime() - cpu0
 		wall := time.Since(start)
+		runtime.ReadMemStats(&ms1)
 		close(done)
 		wg.Wait()
 		stop()
-		name := map[mediaRelayKind]string{mediaGoroutinePerSocket: "goroutine/socket", mediaEpollPool: "epoll pool (2)"}[kind]
-		t.Logf("BENCH media arch %-16s sockets=%d offered=%d pps sent=%d recv=%d loss=%.3f%% process CPU=%.1f%% of a core (%.2f µs per packet, generator and sink included)",
+		name := map[mediaRelayKind]string{mediaGoroutinePerSocket: "goroutine/socket", mediaEpollPool: "epoll pool (2)", mediaReadBatch: "ReadBatch/socket"}[kind]
+		batch := ""
+		if kind == mediaReadBatch {
+			batch = fmt.Sprintf(", %.2f messages per ReadBatch", float64(mediaBatchMsgs.Load())/float64(max(mediaBatchCalls.Load(), 1)))
+		}
+		t.Logf("BENCH media arch %-16s sockets=%d offered=%d pps sent=%d recv=%d loss=%.3f%% process CPU=%.1f%% of a core (%.2f µs per packet, generator and sink included), allocs/packet=%.2f%s",
 			name, n, n*pps, sent, recv.Load(), 100*float64(sent-int(recv.Load()))/float64(sent), 100*cpu.Seconds()/wall.Seconds(),
-			float64(cpu.Microseconds())/float64(sent))
+			float64(cpu.Microseconds())/float64(sent), float64(ms1.Mallocs-ms0.Mallocs)/float64(sent), batch)
 	}
-	_ = fmt.Sprint
 }
