@@ -82,6 +82,9 @@
 // Transcode is on, G.711 µ-law↔A-law is transcoded by table. rtcp-mux is
 // used on a leg when its offer (or answer to our offer carrying it) has it.
 //
+// RTCP is taken only where it was negotiated (the RTP port with rtcp-mux,
+// else the RTCP port), so that one context encrypts each SRTCP stream.
+//
 // Sequence numbers toward an SRTP peer stay continuous when the source
 // restarts its sequence under the same SSRC (else the far end's replay
 // window drops the stream); SSRC changes pass through as new sources.
@@ -103,7 +106,9 @@
 // latched during LatchWindow from the signalled IP (LatchAddr when the far
 // end is NATed, else the c= address of the peer's SDP), or after the window
 // the exact signalled address and port. Everything else is dropped and
-// counted in esbc_media_dropped_total{leg,reason}. On an SRTP leg only a
+// counted in esbc_media_dropped_total{leg,reason}. With LatchAddr (far-end
+// NAT) esbc sends toward LatchAddr and the SDP port until it latches, never
+// toward the peer's private SDP address. On an SRTP leg only a
 // packet that authenticates can (re)latch, so a spoofed source address
 // cannot redirect the media. Media sockets ask for a 1 MiB receive queue
 // (capped by net.core.rmem_max) to ride out scheduling stalls.
