@@ -95,6 +95,9 @@ type Config struct {
 	// ServerHeader is the Server header of the responses the edge sends
 	// itself (400, 405, 483, 505, 513). Default "esbc"; "-" sends none.
 	ServerHeader string
+	// MaxConnsPerSource bounds the TCP/TLS connections one untrusted
+	// source may hold open at once. Default 32; a negative value disables.
+	MaxConnsPerSource int
 	// TableSize bounds the per-source state table (rate buckets, bans,
 	// auth failures). Default 65536. Restart-only: SetConfig ignores it.
 	TableSize int
@@ -140,6 +143,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ServerHeader == "" {
 		c.ServerHeader = "esbc"
+	}
+	if c.MaxConnsPerSource == 0 {
+		c.MaxConnsPerSource = 32
 	}
 	if c.TableSize <= 0 {
 		c.TableSize = 65536

@@ -16,12 +16,18 @@
 //     datagrams; a refused datagram is dropped (never an error, so sipgo's
 //     UDP read loop keeps running; see LIBRARIES.md).
 //   - Listener (WrapListener, WrapRawListener) and Conn (WrapConn): refused
-//     sources are closed at Accept; Conn frames SIP messages on the stream
+//     sources, and untrusted sources already holding MaxConnsPerSource
+//     connections, are closed at Accept; Conn frames SIP messages on the stream
 //     by Content-Length (RFC 3261 §18.3, §7.5) and hands the reader whole
 //     admitted messages. Missing, duplicate, negative or invalid
 //     Content-Length and oversize messages close the connection (the
 //     stream cannot be resynchronised). RFC 5626 §3.5.1 CRLF keep-alives
-//     are answered here.
+//     are answered here. A listener below a TLS layer sees a ClientHello
+//     (first byte 0x16): that connection passes through untouched (ACL,
+//     bans and the connection limit still apply); wrap the TLS listener
+//     too to filter the decrypted messages.
+//   - WriteTap (SetWriteTap) shows every message written through the
+//     wrappers, for the diagnostic capture; CallID extracts the Call-ID.
 //   - The per-message policy, from the raw bytes: max_message_bytes,
 //     header count and line length, User-Agent deny list (case-insensitive
 //     substrings, dropped silently), SIP version (505), method allow-list

@@ -299,6 +299,43 @@ func (g *Guard) charge(p *policy, e *entry, now int64) Reason {
 	return ReasonRateLimit
 }
 
+// openConn counts a new connection from a against MaxConnsPerSource. It
+// reports false (and counts the refusal) when the source holds too many.
+func (g *Guard) openConn(s Side, a netip.Addr) bool {
+	p := g.pol.Load()
+	a = a.Unmap().WithZone("")
+	if p.cfg.MaxConnsPerSource < 0 || g.trusted(p, a) {
+		return true
+	}
+	now := g.now().UnixNano()
+	sh := g.tab.shard(a)
+	sh.mu.Lock()
+	e, evicted := sh.get(a, now, true)
+	ok := int(e.conns) < p.cfg.MaxConnsPerSource
+	if ok {
+		e.conns++
+	}
+	sh.mu.Unlock()
+	if evicted {
+		g.m.evictions.Inc()
+	}
+	if !ok {
+		g.m.drop(s, ReasonConnLimit)
+	}
+	return ok
+}
+
+// closeConn undoes openConn.
+func (g *Guard) closeConn(a netip.Addr) {
+	a = a.Unmap().WithZone("")
+	sh := g.tab.shard(a)
+	sh.mu.Lock()
+	if e, _ := sh.get(a, 0, false); e != nil && e.conns > 0 {
+		e.conns--
+	}
+	sh.mu.Unlock()
+}
+
 // ban bans e for d, or for the escalated duration when d is 0. The caller
 // holds the shard lock.
 func (g *Guard) ban(p *policy, e *entry, now int64, why banReason, d time.Duration) {

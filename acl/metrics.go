@@ -24,13 +24,14 @@ const (
 	ReasonTooManyHops           // Max-Forwards: 0 (483)
 	ReasonFraming               // stream framing error: the connection is closed
 	ReasonPanic                 // the filter itself panicked (counted, packet dropped)
+	ReasonConnLimit             // too many open TCP/TLS connections from one source
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"none", "denied", "banned", "rate_limit", "oversize", "user_agent", "version",
 	"too_many_headers", "line_too_long", "malformed", "method", "too_many_hops",
-	"framing", "panic",
+	"framing", "panic", "conn_limit",
 }
 
 func (r Reason) String() string {

@@ -291,3 +291,63 @@ func TestWriteTapSeesEdgeResponsesAndWrites(t *testing.T) {
 	}
 	_ = rx
 }
+
+func TestConnLimitPerSource(t *testing.T) {
+	g, _ := newGuard(t, Config{MaxConnsPerSource: 2, Trusted: pfx("127.0.0.9/32")}, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wl := g.WrapListener(LAN, ln)
+	accepted := make(chan net.Conn)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := wl.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func(src string) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a1, a2 := dial("127.0.0.1"), dial("127.0.0.1")
+	s1, s2 := <-accepted, <-accepted
+	// the third from the same source is closed at accept...
+	c3 := dial("127.0.0.1")
+	c3.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c3.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("third connection not closed: %v", err)
+	}
+	// ...while another source and a trusted one are accepted
+	keep := func(c net.Conn) { t.Cleanup(func() { c.Close() }) }
+	dial("127.0.0.2")
+	keep(<-accepted)
+	for range 3 {
+		dial("127.0.0.9")
+		keep(<-accepted)
+	}
+	// closing one frees a place
+	s1.Close()
+	a1.Close()
+	dial("127.0.0.1")
+	s4 := <-accepted
+	if v := testutil.ToFloat64(g.m.dropped[LAN][ReasonConnLimit]); v != 1 {
+		t.Errorf("dropped{conn_limit} = %v", v)
+	}
+	s2.Close()
+	s4.Close()
+	_ = a2
+	ln.Close()
+	<-done
+}

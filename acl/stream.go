@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -66,10 +67,16 @@ func (l *Listener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
-		if l.frame {
-			return l.g.WrapConn(l.side, c), nil
+		if !l.g.openConn(l.side, src) {
+			c.Close()
+			continue
 		}
-		return c, nil
+		if l.frame {
+			wc := l.g.WrapConn(l.side, c)
+			wc.counted = true
+			return wc, nil
+		}
+		return &countedConn{Conn: c, g: l.g, src: src}, nil
 	}
 }
 
@@ -93,6 +100,33 @@ type Conn struct {
 	err     error         // sticky
 	mode    atomic.Uint32 // modeSniff until the first byte, then modeSIP or modeRaw (read by Write)
 	wmu     sync.Mutex
+	counted bool // the source's connection count includes this one
+	closed  atomic.Bool
+}
+
+// Close closes the connection and releases its place in the source's
+// connection count.
+func (c *Conn) Close() error {
+	if c.closed.CompareAndSwap(false, true) && c.counted {
+		c.g.closeConn(addrFrom16(c.src))
+	}
+	return c.Conn.Close()
+}
+
+// countedConn is a connection of a listener that does not frame
+// (WrapRawListener): Close releases its place in the source's count.
+type countedConn struct {
+	net.Conn
+	g      *Guard
+	src    netip.Addr
+	closed atomic.Bool
+}
+
+func (c *countedConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.g.closeConn(c.src)
+	}
+	return c.Conn.Close()
 }
 
 // Stream modes. A TLS ClientHello (first byte 0x16, a handshake record)
@@ -185,7 +219,7 @@ func (c *Conn) readRaw(b []byte) (int, error) {
 // fail records a fatal error and closes the connection.
 func (c *Conn) fail(err error) {
 	c.err = err
-	c.Conn.Close()
+	c.Close()
 }
 
 // fill reads more bytes from the connection, compacting or growing buf

@@ -27,6 +27,7 @@ type entry struct {
 	authFails   int32 // failed authentications since authStart
 	authStart   int64
 
+	conns       int32 // open TCP/TLS connections
 	strikes     int32 // bans so far (doubles the next one)
 	bannedUntil int64 // 0: not banned
 	banReason   banReason
@@ -113,14 +114,14 @@ func (s *shard) get(a netip.Addr, now int64, create bool) (e *entry, evicted boo
 }
 
 // victim picks the slot to reuse: the least recently seen entry without an
-// active ban among evictSample slots; if all are banned, the one whose ban
-// ends first.
+// active ban or open connections among evictSample slots; failing that,
+// the one whose ban ends first.
 func (s *shard) victim(now int64) int {
 	best, bestBanned := -1, -1
 	for k := 0; k < evictSample; k++ {
 		i := (s.hand + k) % len(s.slots)
 		e := &s.slots[i]
-		if e.bannedUntil > now {
+		if e.bannedUntil > now || e.conns > 0 {
 			if bestBanned < 0 || e.bannedUntil < s.slots[bestBanned].bannedUntil {
 				bestBanned = i
 			}
