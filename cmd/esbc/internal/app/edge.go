@@ -79,6 +79,10 @@ func newEdge(d EdgeDeps) (*edge, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(cfg.WAN.Allow) == 0 {
+		log.Info("acl: wan.acl.allow is empty: the WAN admits only trunk servers (IP literals in trunks[].servers, and addresses resolved from the trunks' domains)",
+			zap.Int("static_trunk_addresses", len(cfg.TrunkAddrs)))
+	}
 	e := &edge{d: d, log: log, g: g}
 	if err := e.setCapture(d.Snapshot()); err != nil {
 		return nil, err
