@@ -1,0 +1,405 @@
+package test
+
+// Issue 6 "Done when", black-box: the esbc binary between a PBX (sipgo UA,
+// plain RTP) and two trunk servers (sipgo UAs on 127.0.0.2 and 127.0.0.3)
+// that a real dnsmasq publishes as SRV primary (priority 10) and secondary
+// (priority 20) of trunk.test. The tests kill and restart the primary and
+// count what the PBX sees. Timings are reported with t.Logf, never asserted
+// tightly: only a generous upper bound (failover_timeout + 5 s) on the set-up
+// of a call that had to fail over.
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"go.uber.org/goleak"
+)
+
+const (
+	failoverTimeout  = time.Second     // trunks[].failover_timeout in the tests
+	failoverHoldDown = 4 * time.Second // trunks[].failback_holddown in the tests
+	failoverDialled  = "916502530000"  // access code 9 + a NANP number
+	failoverTrunkKey = "geo"           // trunks[].name
+	failoverPrimary  = "primary.trunk.test"
+	failoverSecond   = "secondary.trunk.test"
+)
+
+// failoverLeakCheck verifies, after every other cleanup of the test, that
+// no goroutine of the test is left. sipgo's peer-side UDP fallback reader
+// is ignored as in b2bua/trunk (see its TestMain): it belongs to a test
+// peer's UA, not to esbc, which runs in its own process here.
+func failoverLeakCheck(t *testing.T) {
+	t.Helper()
+	opts := []goleak.Option{goleak.IgnoreCurrent(),
+		goleak.IgnoreAnyFunction("github.com/emiago/sipgo/sip.(*TransportUDP).readUDPConnection")}
+	t.Cleanup(func() {
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+		goleak.VerifyNone(t, opts...)
+	})
+}
+
+// failoverTrunkPort finds a UDP port free on both 127.0.0.2 and 127.0.0.3
+// (the two trunk servers listen on the same port, as SRV records often do).
+func failoverTrunkPort(t *testing.T) int {
+	t.Helper()
+	for range 50 {
+		a, err := net.ListenPacket("udp", "127.0.0.2:0")
+		if err != nil {
+			t.Fatalf("127.0.0.2 is not usable (Linux routes 127/8 to lo): %v", err)
+		}
+		port := a.LocalAddr().(*net.UDPAddr).Port
+		b, err := net.ListenPacket("udp", "127.0.0.3:"+strconv.Itoa(port))
+		a.Close()
+		if err != nil {
+			continue
+		}
+		b.Close()
+		if port != 5060 && port != 5061 {
+			return port
+		}
+	}
+	t.Fatal("no UDP port free on 127.0.0.2 and 127.0.0.3")
+	return 0
+}
+
+// failoverRTPRange is a media port range for esbc, below the ephemeral
+// range and apart from the SIPp e2e tests' 20000-25999.
+func failoverRTPRange() string {
+	lo := 26000 + 2*(os.Getpid()%1500)
+	return fmt.Sprintf("%d-%d", lo, lo+399)
+}
+
+// failoverDNSRecords are dnsmasq options: SRV primary/secondary for
+// _sip._udp.trunk.test on port, and their A records.
+func failoverDNSRecords(port int) []string {
+	p := strconv.Itoa(port)
+	return []string{
+		"--srv-host=_sip._udp.trunk.test," + failoverPrimary + "," + p + ",10,50",
+		"--srv-host=_sip._udp.trunk.test," + failoverSecond + "," + p + ",20,50",
+		"--host-record=" + failoverPrimary + ",127.0.0.2",
+		"--host-record=" + failoverSecond + ",127.0.0.3",
+	}
+}
+
+// failoverConfig is esbc's configuration: LAN UDP toward the PBX, WAN UDP
+// toward trunk.test found by SRV through dns, digest registration, SRTP
+// off (UDP signalling), OPTIONS every second, fail-back after 4 s.
+// wanAllow is the WAN ACL allow list ("" = empty: the trunks' resolved
+// addresses only, SPEC §4).
+func failoverConfig(dns string, pbxPort int, wanAllow string) []byte {
+	return []byte(fmt.Sprintf(`
+log: { level: info, format: json }
+admin: { listen: "127.0.0.1:0" }
+shutdown_grace: 5s
+lan:
+  listen: ["udp://127.0.0.1:0"]
+  advertise: 127.0.0.1
+  pbx: { uri: "sip:127.0.0.1:%d;transport=udp", trusted: true }
+  acl: { allow: ["127.0.0.0/8"] }
+wan:
+  listen: ["udp://127.0.0.1:0"]
+  advertise: 127.0.0.1
+  acl: { allow: [%s] }
+dns: { servers: ["%s"], timeout: 1s }
+trunks:
+  - name: %s
+    domain: trunk.test
+    transport: udp
+    auth: { method: digest, username: "990500000231", password: "s3cr3t", register: true, register_expires: 60s }
+    from_user: "990500000231"
+    caller_id: "+14155550100"
+    allowed_caller_ids: ["+14155550100"]
+    srtp: "off"
+    codecs: [PCMU, telephone-event]
+    options_interval: 1s
+    failover_timeout: %s
+    failback_holddown: %s
+numbering: { country_code: "1", national_prefix: "1", international_prefix: "011" }
+routes:
+  outbound:
+    - { match: '^9(\d+)$', number: '$1', trunk: %s }
+security:
+  rate_limit: { per_ip: 10000, burst: 20000, ban: 1s }
+media:
+  rtp_ports: "%s"
+  inactivity_timeout: 30s
+cdr: { file: "" }
+`, pbxPort, wanAllow, dns, failoverTrunkKey, failoverTimeout, failoverHoldDown, failoverTrunkKey, failoverRTPRange()))
+}
+
+// failoverEnv is one esbc process between a PBX and two trunk servers.
+type failoverEnv struct {
+	p                  *serviceProc
+	admin              failoverAdmin
+	pbx                *failoverPBX
+	primary, secondary *failoverTrunk
+	pt, st             string // health keys of the primary and the secondary
+}
+
+// newFailoverEnv starts dnsmasq, the trunk servers' media, the PBX and
+// esbc; the trunk SIP servers are started by the caller (before or after
+// esbc, as the case needs) through startPrimary/startSecondary.
+func newFailoverEnv(t *testing.T, wanAllow string, before func(e *failoverEnv)) *failoverEnv {
+	t.Helper()
+	dnsmasq := locRequireTool(t, "dnsmasq")
+	port := failoverTrunkPort(t)
+	e := &failoverEnv{
+		primary:   newFailoverTrunk(t, "primary", "127.0.0.2", port),
+		secondary: newFailoverTrunk(t, "secondary", "127.0.0.3", port),
+	}
+	e.pt, e.st = e.primary.target(failoverPrimary), e.secondary.target(failoverSecond)
+	d := locStartDnsmasq(t, dnsmasq, failoverDNSRecords(port)...)
+	e.pbx = newFailoverPBX(t)
+	if before != nil {
+		before(e)
+	}
+	dir := t.TempDir()
+	bin := serviceBuild(t, dir)
+	cfg := filepath.Join(dir, "esbc.yaml")
+	serviceWrite(t, cfg, failoverConfig(d.addr, e.pbx.port(), wanAllow))
+	e.p = serviceStart(t, bin, cfg)
+	e.admin = failoverAdmin{base: "http://" + e.p.addr("admin")}
+	host, p, _ := net.SplitHostPort(e.p.addr("lan/udp"))
+	n, _ := strconv.Atoi(p)
+	e.pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: n}
+	return e
+}
+
+// stop ends esbc with SIGTERM (it unregisters) and waits for its exit.
+func (e *failoverEnv) stop(t *testing.T) {
+	t.Helper()
+	if err := e.p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-e.p.exit:
+		if err != nil {
+			t.Errorf("esbc exit after SIGTERM: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("esbc did not stop 20 s after SIGTERM")
+	}
+}
+
+// landed places a call and reports which trunk server answered it (by its
+// answered counter: the tests place calls one at a time).
+func (e *failoverEnv) landed(t *testing.T) (*failoverCall, string) {
+	t.Helper()
+	_, pa, _ := e.primary.counts()
+	_, sa, _ := e.secondary.counts()
+	c, err := e.pbx.call(failoverDialled)
+	if err != nil {
+		t.Errorf("PBX call failed: %v\nesbc log tail:\n%s", err, failoverTail(e.p.logs(), 30))
+		return nil, ""
+	}
+	_, pa2, _ := e.primary.counts()
+	_, sa2, _ := e.secondary.counts()
+	switch {
+	case pa2 == pa+1 && sa2 == sa:
+		return c, "primary"
+	case sa2 == sa+1 && pa2 == pa:
+		return c, "secondary"
+	}
+	return c, fmt.Sprintf("unclear (primary %d→%d, secondary %d→%d)", pa, pa2, sa, sa2)
+}
+
+func failoverTail(logs string, n int) string {
+	lines := strings.Split(logs, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// failovers counts esbc's "failover to next target" log lines (INVITEs
+// that were retried at the next target within one call).
+func failovers(logs string) int {
+	return strings.Count(logs, `"msg":"failover to next target"`)
+}
+
+// mediaOK checks that RTP crosses esbc both ways on a call: at least half
+// of 20 packets come back from the trunk's echo (loopback loses none; the
+// slack is for the relay's first-packet latching).
+func mediaOK(t *testing.T, what string, c *failoverCall) int {
+	t.Helper()
+	n := c.echoes(20)
+	if n < 10 {
+		t.Errorf("%s: %d of 20 RTP packets came back through esbc", what, n)
+	}
+	return n
+}
+
+// TestFailoverInProcess walks one esbc through the issue's cases in order:
+// primary dead before the first call; primary back → fail-back after the
+// hold-down; primary killed with calls up; 503 from the primary. The PBX
+// must see 0 failed calls throughout.
+func TestFailoverInProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	failoverLeakCheck(t)
+	e := newFailoverEnv(t, `"127.0.0.0/8"`, func(e *failoverEnv) { e.secondary.start() })
+	defer e.stop(t)
+
+	// 1. Primary dead before the call: the call completes on the secondary.
+	c, where := e.landed(t)
+	if c == nil {
+		t.FailNow()
+	}
+	t.Logf("primary dead before the call: answered by the %s in %s (INVITE failovers logged so far: %d)",
+		where, c.setup.Round(time.Millisecond), failovers(e.p.logs()))
+	if where != "secondary" {
+		t.Errorf("first call answered by the %s, want the secondary", where)
+	}
+	if c.setup > failoverTimeout+5*time.Second {
+		t.Errorf("call set-up took %s, more than failover_timeout + 5 s", c.setup)
+	}
+	mediaOK(t, "call on the secondary", c)
+	if err := c.hangup(); err != nil {
+		t.Errorf("BYE: %v", err)
+	}
+	// Registration follows: it lands on the secondary.
+	if !failoverPoll(15*time.Second, func() bool { return e.admin.state(t).registeredAt(failoverTrunkKey) == e.st }) {
+		t.Fatalf("registration not on the secondary: %+v", e.admin.state(t).Registrations)
+	}
+	if up := e.admin.targetUp(t, e.pt); up != 0 {
+		t.Errorf("esbc_trunk_target_up{target=%q} = %v, want 0", e.pt, up)
+	}
+
+	// 2. Primary back: up again at the next OPTIONS probe, preferred (new
+	// calls, registration) only after the hold-down.
+	e.primary.start()
+	back := time.Now()
+	if !failoverPoll(15*time.Second, func() bool { return e.admin.targetUp(t, e.pt) == 1 }) {
+		t.Fatalf("primary not seen up again in esbc_trunk_target_up:\n%s", failoverTail(e.p.logs(), 20))
+	}
+	upAfter := time.Since(back)
+	if _, pref, _ := e.admin.state(t).target(e.pt); !pref {
+		c, where := e.landed(t)
+		if _, pref, _ := e.admin.state(t).target(e.pt); !pref && c != nil {
+			t.Logf("call during the hold-down: answered by the %s", where)
+			if where != "secondary" {
+				t.Errorf("call during the primary's hold-down answered by the %s, want the secondary", where)
+			}
+		}
+		if c != nil {
+			mediaOK(t, "call during the hold-down", c)
+			if err := c.hangup(); err != nil {
+				t.Errorf("BYE: %v", err)
+			}
+		}
+	}
+	if !failoverPoll(failoverHoldDown+15*time.Second, func() bool {
+		_, pref, _ := e.admin.state(t).target(e.pt)
+		return pref
+	}) {
+		t.Fatalf("primary never preferred again: %+v", e.admin.state(t).Targets)
+	}
+	t.Logf("primary restarted: up after %s, preferred (fail-back) after %s (hold-down %s)",
+		upAfter.Round(time.Millisecond), time.Since(back).Round(time.Millisecond), failoverHoldDown)
+	if c, where := e.landed(t); c != nil {
+		if where != "primary" {
+			t.Errorf("call after fail-back answered by the %s, want the primary", where)
+		}
+		mediaOK(t, "call after fail-back", c)
+		if err := c.hangup(); err != nil {
+			t.Errorf("BYE: %v", err)
+		}
+	}
+	if !failoverPoll(15*time.Second, func() bool { return e.admin.state(t).registeredAt(failoverTrunkKey) == e.pt }) {
+		t.Fatalf("registration not back on the primary: %+v", e.admin.state(t).Registrations)
+	}
+	if !failoverPoll(10*time.Second, func() bool { _, unbind := e.secondary.registrations(); return unbind > 0 }) {
+		t.Errorf("the binding at the secondary was not removed (no REGISTER Expires: 0) after fail-back")
+	}
+	pb, _ := e.primary.registrations()
+	sb, su := e.secondary.registrations()
+	t.Logf("registrations: primary %d, secondary %d (+%d removals)", pb, sb, su)
+
+	// 3. Primary killed with calls up: new calls go to the secondary, the
+	// calls up keep their media and end normally.
+	var up []*failoverCall
+	for range 3 {
+		c, where := e.landed(t)
+		if c == nil {
+			continue
+		}
+		if where != "primary" {
+			t.Errorf("call before the kill answered by the %s, want the primary", where)
+		}
+		mediaOK(t, "call up before the kill", c)
+		up = append(up, c)
+	}
+	before := failovers(e.p.logs())
+	e.primary.kill()
+	for i := range 3 {
+		c, where := e.landed(t)
+		if c == nil {
+			continue
+		}
+		t.Logf("new call %d after the primary was killed: answered by the %s in %s", i+1, where, c.setup.Round(time.Millisecond))
+		if where != "secondary" {
+			t.Errorf("new call after the kill answered by the %s, want the secondary", where)
+		}
+		if c.setup > failoverTimeout+5*time.Second {
+			t.Errorf("call set-up took %s, more than failover_timeout + 5 s", c.setup)
+		}
+		mediaOK(t, "new call on the secondary", c)
+		if err := c.hangup(); err != nil {
+			t.Errorf("BYE: %v", err)
+		}
+	}
+	t.Logf("INVITE failovers after the kill: %d", failovers(e.p.logs())-before)
+	for i, c := range up {
+		n := mediaOK(t, "call up on the killed primary", c)
+		t.Logf("call %d up on the killed primary: %d/20 RTP echoes", i+1, n)
+	}
+	if !failoverPoll(15*time.Second, func() bool { return e.admin.state(t).registeredAt(failoverTrunkKey) == e.st }) {
+		t.Errorf("registration did not move to the secondary: %+v", e.admin.state(t).Registrations)
+	}
+	if up := e.admin.targetUp(t, e.pt); up != 0 {
+		t.Errorf("esbc_trunk_target_up{target=%q} = %v after the kill, want 0", e.pt, up)
+	}
+	for i, c := range up {
+		if err := c.hangup(); err != nil {
+			t.Errorf("BYE of call %d up on the killed primary: %v", i+1, err)
+		}
+	}
+
+	// 4. 503 from the primary: retried on the secondary in the same call.
+	e.primary.mode.Store("503")
+	e.primary.start()
+	if !failoverPoll(failoverHoldDown+20*time.Second, func() bool {
+		_, pref, _ := e.admin.state(t).target(e.pt)
+		return pref
+	}) {
+		t.Fatalf("primary never preferred again: %+v", e.admin.state(t).Targets)
+	}
+	pi, _, _ := e.primary.counts()
+	if c, where := e.landed(t); c != nil {
+		pi2, _, _ := e.primary.counts()
+		t.Logf("503 from the primary: answered by the %s in %s (primary INVITEs %d→%d)", where, c.setup.Round(time.Millisecond), pi, pi2)
+		if where != "secondary" || pi2 != pi+1 {
+			t.Errorf("503 case: answered by the %s, primary INVITEs %d→%d; want the primary tried once, then the secondary", where, pi, pi2)
+		}
+		mediaOK(t, "call after a 503", c)
+		if err := c.hangup(); err != nil {
+			t.Errorf("BYE: %v", err)
+		}
+	}
+
+	placed, ok, failed := e.pbx.placed.Load(), e.pbx.ok.Load(), e.pbx.failed.Load()
+	t.Logf("PBX: %d calls placed, %d answered, %d failed", placed, ok, failed)
+	if failed != 0 {
+		t.Errorf("the PBX saw %d failed calls, want 0", failed)
+	}
+}
