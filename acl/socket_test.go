@@ -3,8 +3,14 @@ package acl
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"net/netip"
 	"os"
@@ -350,4 +356,60 @@ func TestConnLimitPerSource(t *testing.T) {
 	_ = a2
 	ln.Close()
 	<-done
+}
+
+// TestTLSStackedCountsOnce stacks the edge as app does for TLS: below the
+// handshake (accept-time checks, raw pass-through) and above it (framing
+// of the decrypted stream). The connection is admitted and counted once.
+func TestTLSStackedCountsOnce(t *testing.T) {
+	g, _ := newGuard(t, Config{MaxConnsPerSource: 1}, nil)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	tl := tls.NewListener(g.WrapListener(LAN, raw), &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	top := g.WrapListener(LAN, tl)
+	got := make(chan string, 1)
+	go func() {
+		c, err := top.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 4096)
+		n, err := c.Read(buf)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- string(buf[:n])
+	}()
+	pool := x509.NewCertPool()
+	leaf, _ := x509.ParseCertificate(der)
+	pool.AddCert(leaf)
+	c, err := tls.Dial("tcp", raw.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := string(invite("User-Agent: sipvicious", "Content-Length: 0")) // not denied here
+	io.WriteString(c, "\r\n\r\n"+msg)
+	if s := <-got; s != msg {
+		t.Fatalf("server read %q", s)
+	}
+	if v := testutil.ToFloat64(g.m.dropped[LAN][ReasonConnLimit]); v != 0 {
+		t.Fatalf("the TLS connection was counted twice: dropped{conn_limit} = %v", v)
+	}
 }

@@ -24,7 +24,7 @@ var errBanned = errors.New("acl: source banned")
 
 // Listener is a net.Listener that closes connections from refused
 // sources at Accept (before any byte is read, so before a TLS handshake)
-// and, unless AcceptOnly, wraps the accepted ones in a framing Conn.
+// and, for WrapListener, wraps the accepted ones in a framing Conn.
 type Listener struct {
 	net.Listener
 	g    *Guard
@@ -57,6 +57,11 @@ func (l *Listener) Accept() (net.Conn, error) {
 		if err != nil {
 			return c, err
 		}
+		if l.frame && admittedBelow(c) {
+			// a TLS connection over a socket this Guard already admitted
+			// and counted: frame the decrypted stream only
+			return l.g.WrapConn(l.side, c), nil
+		}
 		src := addrOf(c.RemoteAddr())
 		if !src.IsValid() {
 			l.g.m.drop(l.side, ReasonMalformed)
@@ -78,6 +83,20 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		return &countedConn{Conn: c, g: l.g, src: src}, nil
 	}
+}
+
+// admittedBelow reports whether c is a TLS connection (crypto/tls.Conn
+// exposes NetConn) over a connection an acl Listener already accepted.
+func admittedBelow(c net.Conn) bool {
+	nc, ok := c.(interface{ NetConn() net.Conn })
+	if !ok {
+		return false
+	}
+	switch nc.NetConn().(type) {
+	case *Conn, *countedConn:
+		return true
+	}
+	return false
 }
 
 // Conn frames SIP messages on a stream (RFC 3261 §18.3: Content-Length
