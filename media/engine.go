@@ -37,6 +37,8 @@ type Engine struct {
 	closed   bool
 	dropC    map[string]*[numReasons]prometheus.Counter
 
+	rtcp *rtcpPoller // serves every RTCP socket (rtcppoll_linux.go)
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -82,6 +84,9 @@ func NewEngine(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Engine,
 	}
 	cfg = withDefaults(cfg)
 	e.cfg.Store(&cfg)
+	if e.rtcp, err = newRTCPPoller(e); err != nil {
+		return nil, err
+	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{e.dropped, e.panics, e.exhausted, e.sessGauge,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -89,6 +94,7 @@ func NewEngine(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Engine,
 			}, func() float64 { return float64(p.used()) }),
 		} {
 			if err := reg.Register(c); err != nil {
+				e.rtcp.stop()
 				return nil, err
 			}
 		}
@@ -145,6 +151,7 @@ func (e *Engine) Close() error {
 	}
 	close(e.stop)
 	e.wg.Wait()
+	e.rtcp.stop()
 	return nil
 }
 

@@ -57,16 +57,17 @@ type plan struct {
 // endpoint is one stream (m-line) on one leg: an RTP and an RTCP socket,
 // each with its reader goroutine.
 type endpoint struct {
-	s     *Session
-	leg   int
-	index int
-	media string
-	drops *[numReasons]prometheus.Counter
-	rtp   *net.UDPConn
-	rtcp  *net.UDPConn
-	port  int
-	v6    bool
-	other *endpoint
+	s      *Session
+	leg    int
+	index  int
+	media  string
+	drops  *[numReasons]prometheus.Counter
+	rtp    *net.UDPConn
+	rtcp   *net.UDPConn
+	port   int
+	v6     bool
+	other  *endpoint
+	rtcpID int32 // registration with the engine's RTCP poller
 
 	plan     atomic.Pointer[plan]
 	latched  atomic.Pointer[netip.AddrPort] // RTP source latched (for State and sends)
@@ -82,13 +83,21 @@ func (ep *endpoint) drop(r int) {
 	ep.drops[r].Inc()
 }
 
-func (ep *endpoint) start() {
-	ep.wg.Add(2)
+// start runs the RTP socket's goroutine and hands the RTCP socket to the
+// engine's RTCP poller.
+func (ep *endpoint) start() error {
+	id, err := ep.s.e.rtcp.register(&worker{ep: ep, conn: ep.rtcp, isRTCP: true})
+	if err != nil {
+		return err
+	}
+	ep.rtcpID = id
+	ep.wg.Add(1)
 	go ep.s.e.loop(&worker{ep: ep, conn: ep.rtp})
-	go ep.s.e.loop(&worker{ep: ep, conn: ep.rtcp, isRTCP: true})
+	return nil
 }
 
 func (ep *endpoint) close() {
+	ep.s.e.rtcp.unregister(ep.rtcpID)
 	_ = ep.rtp.Close()
 	_ = ep.rtcp.Close()
 	ep.wg.Wait()

@@ -469,8 +469,15 @@ func (s *Session) stream(i int, media string) (*stream, bool, error) {
 		st.ep[leg] = ep
 	}
 	st.ep[0].other, st.ep[1].other = st.ep[1], st.ep[0]
-	st.ep[0].start()
-	st.ep[1].start()
+	if err := st.ep[0].start(); err != nil {
+		s.releaseEndpoint(st.ep[0])
+		s.releaseEndpoint(st.ep[1])
+		return nil, false, err
+	}
+	if err := st.ep[1].start(); err != nil {
+		s.release(st)
+		return nil, false, err
+	}
 	s.streams[i] = st
 	return st, true, nil
 }

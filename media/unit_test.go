@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -246,26 +247,29 @@ func TestIPv6PlainRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	peers := [2]*net.UDPConn{}
+	var peers, rtcps [2]*net.UDPConn
 	for i := range peers {
-		c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
-		if err != nil {
-			t.Fatal(err)
+		for _, c := range []**net.UDPConn{&peers[i], &rtcps[i]} {
+			conn, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			*c = conn
 		}
-		defer c.Close()
-		peers[i] = c
 	}
-	body := func(c *net.UDPConn) []byte {
-		return []byte(strings.ReplaceAll(string(offerSDP(c.LocalAddr().(*net.UDPAddr).Port, 0, "RTP/AVP")), "IN IP4 127.0.0.1", "IN IP6 ::1"))
+	port := func(c *net.UDPConn) int { return c.LocalAddr().(*net.UDPAddr).Port }
+	body := func(i int) []byte {
+		return []byte(strings.ReplaceAll(string(offerSDP(port(peers[i]), port(rtcps[i]), "RTP/AVP")), "IN IP4 127.0.0.1", "IN IP6 ::1"))
 	}
-	out, err := s.Offer(0, body(peers[0]))
+	out, err := s.Offer(0, body(0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(string(out), "c=IN IP6 ::1\r\n") || !strings.Contains(string(out), "o=- ") {
 		t.Fatalf("offer: %s", out)
 	}
-	back, err := s.Answer(1, body(peers[1]))
+	back, err := s.Answer(1, body(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,5 +282,17 @@ func TestIPv6PlainRelay(t *testing.T) {
 	n, _, err := peers[1].ReadFromUDPAddrPort(buf)
 	if err != nil || string(buf[12:n]) != "v6" {
 		t.Fatalf("got %q %v", buf[:n], err)
+	}
+	// RTCP through the engine's RTCP poller, IPv6 source parsing included.
+	rr := []byte{0x80, 201, 0, 1, 0, 0, 0, 7}
+	lanRTCP := esbcAddr(t, back)
+	lanRTCP = netip.AddrPortFrom(lanRTCP.Addr(), lanRTCP.Port()+1)
+	if _, err := rtcps[0].WriteToUDPAddrPort(rr, lanRTCP); err != nil {
+		t.Fatal(err)
+	}
+	_ = rtcps[1].SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, _, err = rtcps[1].ReadFromUDPAddrPort(buf)
+	if err != nil || !bytes.Equal(buf[:n], rr) {
+		t.Fatalf("RTCP got %x %v", buf[:n], err)
 	}
 }

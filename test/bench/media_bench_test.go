@@ -492,13 +492,22 @@ func TestMediaConcurrentStreams(t *testing.T) {
 		}
 		return false
 	})
-	esbcDrops := mediaUdpDrops(t, func(p int) bool { return p >= 30000 && p < 40000 })
+	esbcPorts := map[int]bool{}
+	for _, c := range ends {
+		for _, l := range c.s.State().Legs {
+			for _, st := range l.Streams {
+				esbcPorts[int(st.Local.Port())] = true
+				esbcPorts[int(st.LocalRTCP.Port())] = true
+			}
+		}
+	}
+	esbcDrops := mediaUdpDrops(t, func(p int) bool { return esbcPorts[p] })
 	t.Logf("BENCH media concurrent dropped by esbc=%d; kernel receive-queue drops: esbc sockets=%d, generator's sink socket=%d", dropped, esbcDrops, sinkDrops)
 }
 
 // mediaUdpDrops sums the kernel's per-socket drop counter (/proc/net/udp, last
 // column) of the local ports match accepts.
-func mediaUdpDrops(t testing.TB, match func(mediaPort int) bool) int {
+func mediaUdpDrops(t testing.TB, match func(port int) bool) int {
 	b, err := os.ReadFile("/proc/net/udp")
 	if err != nil {
 		return -1

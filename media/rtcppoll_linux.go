@@ -1,0 +1,174 @@
+//go:build linux
+
+package media
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"go.uber.org/zap"
+)
+
+// rtcpPoller serves every RTCP socket of the engine from one goroutine on
+// one epoll instance. RTCP is about one packet per 5 s per socket: a
+// goroutine and a read buffer per socket would cost ~4 KiB each for
+// nothing (measured: BENCHMARKS.md). The RTCP workers' SRTP contexts are
+// owned by the poller goroutine. RTP sockets keep one goroutine each: at
+// RTP rates that is the cheaper design (BENCHMARKS.md, architecture).
+type rtcpPoller struct {
+	e     *Engine
+	epfd  int
+	pipe  [2]int // writing to pipe[1] stops the loop
+	buf   []byte
+	mu    sync.Mutex // guards ws and next; held while a packet is handled, so unregister waits for it
+	ws    map[int32]*pollEntry
+	next  int32
+	done  chan struct{}
+	close sync.Once
+}
+
+type pollEntry struct {
+	fd int
+	w  *worker
+}
+
+const pollStopID = -1
+
+func newRTCPPoller(e *Engine) (*rtcpPoller, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("media: rtcp poller: %w", err)
+	}
+	p := &rtcpPoller{e: e, epfd: epfd, buf: make([]byte, bufSize), ws: map[int32]*pollEntry{}, done: make(chan struct{})}
+	if err := syscall.Pipe2(p.pipe[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		syscall.Close(epfd)
+		return nil, fmt.Errorf("media: rtcp poller: %w", err)
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: pollStopID}
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p.pipe[0], &ev); err != nil {
+		p.closeFDs()
+		return nil, fmt.Errorf("media: rtcp poller: %w", err)
+	}
+	go p.loop()
+	return p, nil
+}
+
+func (p *rtcpPoller) closeFDs() {
+	syscall.Close(p.pipe[0])
+	syscall.Close(p.pipe[1])
+	syscall.Close(p.epfd)
+}
+
+// register hands the worker's socket to the poller; the id unregisters it.
+func (p *rtcpPoller) register(w *worker) (int32, error) {
+	rc, err := w.conn.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	fd := -1
+	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return 0, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.next++
+	if p.next < 0 {
+		p.next = 1
+	}
+	id := p.next
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: id}
+	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return 0, fmt.Errorf("media: rtcp poller: %w", err)
+	}
+	p.ws[id] = &pollEntry{fd: fd, w: w}
+	return id, nil
+}
+
+// unregister must be called before the socket is closed; it waits for a
+// packet of that socket being handled.
+func (p *rtcpPoller) unregister(id int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pe, ok := p.ws[id]; ok {
+		_ = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, pe.fd, nil)
+		delete(p.ws, id)
+	}
+}
+
+func (p *rtcpPoller) stop() {
+	p.close.Do(func() {
+		_, _ = syscall.Write(p.pipe[1], []byte{1})
+		<-p.done
+		p.closeFDs()
+	})
+}
+
+func (p *rtcpPoller) loop() {
+	defer close(p.done)
+	events := make([]syscall.EpollEvent, 64)
+	for {
+		n, err := syscall.EpollWait(p.epfd, events, -1)
+		if err != nil {
+			if err == syscall.EINTR {
+				continue
+			}
+			p.e.log.Error("rtcp poller", zap.Error(err))
+			return
+		}
+		for _, ev := range events[:n] {
+			if ev.Fd == pollStopID {
+				return
+			}
+			p.serve(ev.Fd)
+		}
+	}
+}
+
+// serve drains one ready socket (level-triggered: what is left is
+// reported again).
+func (p *rtcpPoller) serve(id int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pe, ok := p.ws[id]
+	if !ok {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			p.e.panics.Inc()
+			p.e.log.Error("panic in rtcp poller", zap.Any("panic", r), zap.Stack("stack"))
+		}
+	}()
+	var rsa syscall.RawSockaddrAny
+	for i := 0; i < 16; i++ {
+		alen := uint32(syscall.SizeofSockaddrAny)
+		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(pe.fd),
+			uintptr(unsafe.Pointer(&p.buf[0])), uintptr(bufSize-headroom), syscall.MSG_DONTWAIT,
+			uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&alen)))
+		if errno != 0 {
+			return // EAGAIN: drained
+		}
+		from, ok := addrPort(&rsa)
+		if !ok {
+			continue
+		}
+		pe.w.handle(p.buf[:n], from)
+	}
+}
+
+func addrPort(rsa *syscall.RawSockaddrAny) (netip.AddrPort, bool) {
+	switch rsa.Addr.Family {
+	case syscall.AF_INET:
+		sa := (*syscall.RawSockaddrInet4)(unsafe.Pointer(rsa))
+		port := uint16(sa.Port>>8) | uint16(sa.Port<<8)
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port), true
+	case syscall.AF_INET6:
+		sa := (*syscall.RawSockaddrInet6)(unsafe.Pointer(rsa))
+		port := uint16(sa.Port>>8) | uint16(sa.Port<<8)
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port), true
+	}
+	return netip.AddrPort{}, false
+}
