@@ -92,13 +92,17 @@
 // # Concurrency
 //
 // Offer, Answer, State, Stats and Close are safe for concurrent use (one
-// mutex per Session, never taken on the packet path). Each media socket has
-// one reader goroutine that owns the SRTP contexts it uses (decrypt for its
-// own leg, encrypt toward the other leg); negotiated parameters reach it
-// through an atomic pointer to an immutable plan, and contexts are rebuilt
-// by the goroutine itself when the plan's generation changes. The packet
-// path takes no lock and allocates nothing in steady state; every loop
-// recovers from panics, counts them (esbc_media_panics_total) and goes on.
+// mutex per Session, never taken on the packet path). Each RTP socket has
+// one reader goroutine; on Linux every RTCP socket of the engine is served
+// by one epoll goroutine (rtcppoll_linux.go; RTCP is ~1 packet per 5 s, a
+// goroutine and buffer per socket cost memory for nothing). Each reader
+// owns the SRTP contexts it uses (decrypt for its own leg, encrypt toward
+// the other leg); negotiated parameters reach it through an atomic pointer
+// to an immutable plan, and the reader rebuilds its contexts itself when the
+// plan's keys change. The RTP path takes no lock and allocates nothing in
+// steady state (the RTCP poller holds its own mutex per datagram so that a
+// closing session can unregister safely); every loop recovers from panics,
+// counts them (esbc_media_panics_total) and goes on.
 //
 // # Strict sources (no RTP bleed)
 //
