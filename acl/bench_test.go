@@ -9,7 +9,7 @@ import (
 func benchGuard(b *testing.B) *Guard {
 	b.Helper()
 	g, err := New(Config{
-		LAN:           Rules{Allow: pfx("10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32"), Deny: pfx("10.66.0.0/16")},
+		LAN:           Rules{Allow: pfx("10.0.0.0/8", "127.0.0.0/8", "192.168.0.0/16", "2001:db8::/32"), Deny: pfx("10.66.0.0/16")},
 		RateLimit:     RateLimit{PerIP: 1e9, Burst: 1 << 30},
 		UserAgentDeny: []string{"friendly-scanner", "sipvicious", "sipcli", "VaxSIPUserAgent"},
 	}, Options{})
@@ -88,10 +88,16 @@ func BenchmarkConnFraming(b *testing.B) {
 	for b.Loop() {
 		mc := &memConn{r: bytes.NewReader(stream), step: 4096}
 		c := g.WrapConn(LAN, mc)
+		got := 0
 		for {
-			if _, err := c.Read(buf); err != nil {
+			n, err := c.Read(buf)
+			got += n
+			if err != nil {
 				break
 			}
+		}
+		if got != len(stream) {
+			b.Fatalf("framed %d of %d bytes", got, len(stream))
 		}
 	}
 }

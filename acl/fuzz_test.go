@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -36,8 +37,10 @@ func (c *memConn) SetWriteDeadline(time.Time) error { return nil }
 // reaches the message checks.
 func fuzzGuard(f *testing.F) *Guard {
 	g, err := New(Config{
-		UserAgentDeny:   []string{"friendly-scanner", "sipvicious"},
-		WAN:             Rules{Methods: []string{"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"}},
+		UserAgentDeny: []string{"friendly-scanner", "sipvicious"},
+		// memConn's peer is 127.0.0.1: allowed, so that every input
+		// reaches framing and the message checks
+		WAN:             Rules{Allow: pfx("127.0.0.0/8"), Methods: []string{"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"}},
 		MaxMessageBytes: 8192,
 		MaxHeaders:      64,
 		MaxLineBytes:    1024,
@@ -97,6 +100,9 @@ func FuzzStream(f *testing.F) {
 	g := fuzzGuard(f)
 	addSeeds(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if g.Admit(WAN, netip.MustParseAddr("127.0.0.1")) != ReasonNone {
+			t.Fatal("fuzz peer refused: the stream path would not be exercised")
+		}
 		for _, step := range []int{1, 13, 4096} {
 			mc := &memConn{r: bytes.NewReader(data), step: step}
 			c := g.WrapConn(WAN, mc)
