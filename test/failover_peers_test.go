@@ -66,7 +66,7 @@ type failoverTrunk struct {
 	port  int
 	media *net.UDPConn // RTP echo, independent of the SIP server
 	echo  chan struct{}
-	mode  atomic.Value // string: "answer" | "503" (INVITE)
+	mode  atomic.Value // string: "answer" | "503" | "trying" (INVITE)
 
 	mu        sync.Mutex
 	invites   int                // initial INVITEs received, guarded by mu
@@ -221,8 +221,12 @@ func (tr *failoverTrunk) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	tr.mu.Lock()
 	tr.invites++
 	tr.mu.Unlock()
-	if tr.mode.Load() == "503" {
+	switch tr.mode.Load() {
+	case "503":
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 503, "Service Unavailable", nil))
+		return
+	case "trying": // 100 Trying, then nothing: a server that hangs or dies mid-set-up
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
 		return
 	}
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
