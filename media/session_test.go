@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -90,7 +89,6 @@ func testRekey(t *testing.T, tag int) {
 	e, _ := newEngine(t, nil)
 	c := setupCall(t, e, tag, false)
 	exchange(t, c, "key1")
-	oldEnc := c.trunk.enc
 	// The trunk re-INVITEs with a fresh key (RFC 4568 7.1.4).
 	nk, _ := sdp.NewCrypto(tag, c.trunk.encCrypto.Suite)
 	out, err := c.s.Offer(1, offerSDP(c.trunk.port(), 0, "RTP/SAVP", "a=crypto:"+nk.String()))
@@ -126,7 +124,6 @@ func testRekey(t *testing.T, tag int) {
 	if got := c.trunk.recvRTP(c.trunk.rtp); string(got.Payload) != "to trunk under the new key" {
 		t.Fatalf("got %q", got.Payload)
 	}
-	_ = oldEnc
 }
 
 func TestPeerAddressChange(t *testing.T) {
@@ -388,8 +385,6 @@ func TestCloseIdempotentAndReleasesPorts(t *testing.T) {
 	if e.pool.used() != 0 || e.Sessions() != 0 {
 		t.Fatalf("in use %d sessions %d", e.pool.used(), e.Sessions())
 	}
-	_ = net.IPv4len
-	_ = fmt.Sprint
 }
 
 func TestSequenceJumpTowardSRTP(t *testing.T) {

@@ -229,7 +229,6 @@ func TestAnswerWithoutOffer(t *testing.T) {
 	if _, err := s.Answer(1, offerSDP(4000, 0, "RTP/AVP")); err == nil {
 		t.Fatal("answer without an offer accepted")
 	}
-	_ = net.IPv4len
 }
 
 func TestIPv6PlainRelay(t *testing.T) {
