@@ -252,6 +252,7 @@ func TestSIPpOutbound(t *testing.T) {
 			p := e2eStartESBC(t, n.dir, n.config(), fmt.Sprintf("127.0.0.1:%d", n.admin))
 			pbx := n.uac(t, "pbx", "uac_call.xml", "udp", "lan", dialled, 200, 20, time.Second)
 			checkTrunkInvites(t, n, pbx, trunk, false)
+			checkCallee(t, trunk, 200)
 			checkMedia(t, n.waitCDRs(t, 200))
 			if v := p.metric(t, "esbc_trunk_channels_active", "trunk=sipp"); v != 0 {
 				t.Errorf("esbc_trunk_channels_active = %v after all calls ended", v)
@@ -274,6 +275,8 @@ func TestSIPpInbound(t *testing.T) {
 			pbx := n.uas(t, "pbx", "uas_answer.xml", "udp", n.pbx, n.pbxMedia)
 			e2eStartESBC(t, n.dir, n.config(), fmt.Sprintf("127.0.0.1:%d", n.admin))
 			n.uac(t, "trunk", "uac_call.xml", tr, "wan", e164, 200, 20, time.Second)
+			pbx.stop()
+			checkCallee(t, pbx, 200)
 			invites := requests(pbx.messages(t), "INVITE", false)
 			if len(invites) < 200 {
 				t.Fatalf("PBX received %d INVITEs, want 200", len(invites))
@@ -337,6 +340,17 @@ func TestSIPpPrivacy(t *testing.T) {
 	e2eStartESBC(t, n.dir, n.config(), fmt.Sprintf("127.0.0.1:%d", n.admin))
 	pbx := n.uac(t, "pbx", "uac_call.xml", "udp", "lan", dialled, 5, 5, 200*time.Millisecond, "-key", "privacy", "id")
 	checkTrunkInvites(t, n, pbx, trunk, true)
+}
+
+// checkCallee: the answering SIPp (stopped) saw every call complete in
+// order (an ACK overtaken by the BYE, for one, fails the call there).
+// An OPTIONS keepalive counts as one more successful "call".
+func checkCallee(t *testing.T, s *e2eSIPp, calls int) {
+	t.Helper()
+	c := s.counts(t)
+	if c["Successful call"] < calls || c["Failed call"] != 0 {
+		t.Errorf("sipp %s (callee): %v, want %d successful and 0 failed\n%s", s.name, c, calls, s.file(s.errFile, 20))
+	}
 }
 
 // requests returns the requests with method that a SIPp process received

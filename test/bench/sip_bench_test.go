@@ -13,6 +13,7 @@
 //	                    (default "250,500,750,1000,1250,1500,1750,2000")
 //	ESBC_BENCH_SECONDS  length of each rate step (default 30)
 //	ESBC_BENCH_CALLS    concurrent calls of the memory figure (default 1000)
+//	ESBC_BENCH_KEEP=1   keep the work directory (esbc log, SIPp screens and errors)
 package bench
 
 import (
@@ -62,7 +63,15 @@ type sipNet struct {
 
 func newSIPNet(t *testing.T, trunkTransport string) *sipNet {
 	t.Helper()
-	n := &sipNet{dir: t.TempDir(), trunkTransport: trunkTransport, channels: 20000, inactivity: 120 * time.Second}
+	dir := t.TempDir()
+	if os.Getenv("ESBC_BENCH_KEEP") == "1" { // keep logs and SIPp traces for a post-mortem
+		var err error
+		if dir, err = os.MkdirTemp("", "esbc-bench-"); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("work directory kept: %s", dir)
+	}
+	n := &sipNet{dir: dir, trunkTransport: trunkTransport, channels: 20000, inactivity: 120 * time.Second}
 	n.admin, n.lan, n.wan = sipFreePort(t), sipFreePort(t), sipFreePort(t)
 	n.trunk, n.trunkMedia, n.pbx, n.pbxMedia = sipFreePort(t), sipFreePort(t), sipFreePort(t), sipFreePort(t)
 	if trunkTransport == "tls" {
