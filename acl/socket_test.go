@@ -413,3 +413,28 @@ func TestTLSStackedCountsOnce(t *testing.T) {
 		t.Fatalf("the TLS connection was counted twice: dropped{conn_limit} = %v", v)
 	}
 }
+
+func TestPacketConnIPv6(t *testing.T) {
+	g, _ := newGuard(t, Config{LAN: Rules{Allow: pfx("2001:db8::/32")}}, nil)
+	srv := listenUDP(t, "[::1]:0")
+	got := serveUDP(t, g.WrapPacketConn(LAN, srv))
+	client := listenUDP(t, "[::1]:0")
+	client.WriteTo(invite(), srv.LocalAddr()) // ::1 is not in 2001:db8::/32
+	for deadline := time.Now().Add(10 * time.Second); testutil.ToFloat64(g.m.dropped[LAN][ReasonDenied]) != 1; {
+		if time.Now().After(deadline) {
+			t.Fatal("the denied IPv6 datagram was not counted")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := g.SetConfig(Config{LAN: Rules{Allow: pfx("::1/128")}}); err != nil {
+		t.Fatal(err)
+	}
+	marker := invite("Subject: v6")
+	client.WriteTo(marker, srv.LocalAddr())
+	if m := <-got; m != string(marker) {
+		t.Fatalf("reader got %q", m)
+	}
+	if v := testutil.ToFloat64(g.m.dropped[LAN][ReasonDenied]); v != 1 {
+		t.Errorf("dropped{denied} = %v", v)
+	}
+}
