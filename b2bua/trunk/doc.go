@@ -63,6 +63,7 @@
 //
 //	type Deps struct {
 //		Client   *sipgo.Client     // WAN-side client (sends REGISTER/OPTIONS)
+//		UDPClient *sipgo.Client    // optional, for udp trunks: WithClientConnectionAddr(WAN UDP listener)
 //		UA       *sipgo.UserAgent  // WAN-side UA (its transport layer carries CRLF pings)
 //		Resolver *locate.Resolver  // RFC 3263 targets (static servers bypass DNS)
 //		Health   *locate.Health    // shared target health

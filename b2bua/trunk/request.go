@@ -36,7 +36,11 @@ const provisionalWait = 32 * time.Second
 func (t *Trunk) send(ctx context.Context, req *sip.Request, target locate.Target) (*sip.Response, error) {
 	req.SetDestination(target.Addr.String())
 	req.SetTransport(sip.NetworkToUpper(target.Transport))
-	tx, err := t.deps.Client.TransactionRequest(ctx, req, sipgo.ClientRequestBuild, addRport)
+	cli := t.deps.Client
+	if target.Transport == "udp" && t.deps.UDPClient != nil {
+		cli = t.deps.UDPClient
+	}
+	tx, err := cli.TransactionRequest(ctx, req, sipgo.ClientRequestBuild, addRport)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

@@ -21,12 +21,18 @@ import (
 // are required; a nil Health gets a private one, a nil Log zap.NewNop(), a
 // nil Reg registers no metrics.
 type Deps struct {
-	Client   *sipgo.Client         // WAN-side client: sends REGISTER and OPTIONS
-	UA       *sipgo.UserAgent      // WAN-side UA: its transport layer carries CRLF pings; nil disables them
-	Resolver *locate.Resolver      // RFC 3263 targets; static servers bypass DNS
-	Health   *locate.Health        // target health shared with the B2BUA
-	Log      *zap.Logger           // nil = zap.NewNop()
-	Reg      prometheus.Registerer // nil = no metrics registered
+	Client *sipgo.Client // WAN-side client: sends REGISTER and OPTIONS
+	// UDPClient, when set, is used instead of Client by udp trunks: a client
+	// made WithClientConnectionAddr(the WAN UDP listening socket), so that
+	// REGISTER/OPTIONS leave from the advertised port (the registrar's rport
+	// then matches the Contact: no false NAT) instead of a fresh ephemeral
+	// socket per request. (A client bound that way cannot dial TCP/TLS.)
+	UDPClient *sipgo.Client
+	UA        *sipgo.UserAgent      // WAN-side UA: its transport layer carries CRLF pings; nil disables them
+	Resolver  *locate.Resolver      // RFC 3263 targets; static servers bypass DNS
+	Health    *locate.Health        // target health shared with the B2BUA
+	Log       *zap.Logger           // nil = zap.NewNop()
+	Reg       prometheus.Registerer // nil = no metrics registered
 }
 
 // Trunk is the runtime of one trunk. See the package documentation.

@@ -2,12 +2,14 @@ package trunk
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
@@ -631,5 +633,37 @@ func TestRegisterMovesWhenServingDies(t *testing.T) {
 	})
 	if n := secondary.registerCount(); n != 1 {
 		t.Fatalf("secondary saw %d REGISTERs, want 1", n)
+	}
+}
+
+// Deps.UDPClient: a udp trunk sends from the listening socket, so the
+// registrar's rport matches the Contact; with only a plain client sipgo
+// sends each request from a fresh ephemeral socket, which reads as NAT.
+func TestUDPClient(t *testing.T) {
+	for _, bound := range []bool{true, false} {
+		t.Run(fmt.Sprintf("bound=%v", bound), func(t *testing.T) {
+			r := newRegistrar(t, "udp", "127.0.0.1")
+			r.mode.Store("open")
+			e := newEnv(t, "udp")
+			plain, err := sipgo.NewClient(e.c.ua, sipgo.WithClientHostname("127.0.0.1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			deps := e.deps(t)
+			deps.Client, deps.UDPClient = plain, nil
+			if bound {
+				deps.UDPClient = e.c.client
+			}
+			tr, err := New(e.config("udp", r.addr), deps)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tr.Start(context.Background())
+			t.Cleanup(func() { _ = closeTrunk(t, tr) })
+			waitFor(t, "registered", registered(tr))
+			if st := tr.Registration(); st.NAT == bound {
+				t.Fatalf("bound=%v: NAT=%v (public %s, contact port %d)", bound, st.NAT, st.PublicAddr, e.c.port)
+			}
+		})
 	}
 }
