@@ -3,7 +3,10 @@ package test
 import (
 	"bufio"
 	"context"
+	cryptotls "crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -301,3 +304,75 @@ func TestSecurityApp(t *testing.T) {
 }
 
 func secAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// TestSecurityAppTLSCapture: a SIP exchange over the WAN TLS listener of
+// the binary shows up decrypted in the capture (read filter for what
+// esbc reads, the edge above TLS for what it writes), readable by tshark.
+func TestSecurityAppTLSCapture(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	if _, err := exec.LookPath("tshark"); err != nil {
+		if os.Getenv("ESBC_REQUIRE_TOOLS") == "1" {
+			t.Fatal("tshark not installed")
+		}
+		t.Skip("tshark not installed")
+	}
+	secLeakCheck(t)
+	dir, capDir := t.TempDir(), t.TempDir()
+	cert, roots := secCert(t)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt, key := filepath.Join(dir, "wan.crt"), filepath.Join(dir, "wan.key")
+	if err := os.WriteFile(crt, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := secStartApp(t, fmt.Sprintf(`log: { level: info, format: json }
+capture: { dir: %q, mode: sip }
+admin: { listen: "127.0.0.1:0" }
+lan: { listen: ["udp://127.0.0.1:0"], advertise: 127.0.0.1 }
+wan:
+  listen: ["tls://127.0.0.1:0"]
+  advertise: 127.0.0.1
+  tls: { cert_file: %q, key_file: %q, min_version: "1.2" }
+  acl: { allow: ["127.0.0.0/8"] }
+cdr: { file: "" }
+`, capDir, crt, key))
+	addr := a.addr("wan/tls")
+	c, err := cryptotls.Dial("tcp", addr, &cryptotls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	msg := strings.NewReplacer("SIP/2.0/UDP", "SIP/2.0/TLS", "OPTIONS sip:127.0.0.1 ", "OPTIONS sip:"+addr+";transport=tls ").
+		Replace(string(secRawOptions(c.LocalAddr().String())))
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || line != "SIP/2.0 200 OK\r\n" {
+		t.Fatalf("OPTIONS over TLS: %q %v", line, err)
+	}
+	c.Close()
+	a.stop()
+	files, _ := filepath.Glob(filepath.Join(capDir, "*.pcapng"))
+	if len(files) != 1 {
+		t.Fatalf("capture files: %v", files)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	out, err := exec.Command("tshark", "-r", files[0], "-d", "udp.port=="+port+",sip", "-Y", "sip", "-T", "fields",
+		"-e", "udp.srcport", "-e", "sip.CSeq.method", "-e", "sip.Status-Code", "-e", "sip.Via.transport").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 2 || !strings.HasSuffix(lines[0], "\tOPTIONS\t\tTLS") || lines[1] != port+"\tOPTIONS\t200\tTLS" {
+		t.Fatalf("capture of the TLS exchange, decoded by tshark:\n%s", out)
+	}
+}
