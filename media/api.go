@@ -43,6 +43,7 @@ type LegConfig struct {
 	Codecs            []string   // allowed codec names (PCMU, PCMA, G729, telephone-event…); empty = any
 	Video, T38        bool       // does this leg carry them? false → port 0 toward it
 	LatchAddr         netip.Addr // far-end NAT: latch to packets from this IP (the SIP source); zero = SDP address
+	CallID            string     // this leg's SIP Call-ID, passed to the Tap with its packets; empty = the session id
 }
 
 // Config is the engine configuration. See doc.go for which fields are hot.

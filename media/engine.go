@@ -26,6 +26,7 @@ type Engine struct {
 	log  *zap.Logger
 	pool *pool
 	cfg  atomic.Pointer[Config]
+	tap  atomic.Pointer[tapRef] // nil: no tap (SetTap, tap.go)
 
 	dropped   *prometheus.CounterVec
 	panics    prometheus.Counter

@@ -196,7 +196,14 @@ type call struct {
 
 func setupCall(t testing.TB, e *Engine, suiteTag int, mux bool) *call {
 	t.Helper()
-	s, err := e.NewSession("c1", lanLeg, wanLeg, nil)
+	return setupCallLegs(t, e, lanLeg, wanLeg, suiteTag, mux)
+}
+
+// setupCallLegs is setupCall with the leg configurations given (a plain,
+// b SRTP mandatory).
+func setupCallLegs(t testing.TB, e *Engine, a, b LegConfig, suiteTag int, mux bool) *call {
+	t.Helper()
+	s, err := e.NewSession("c1", a, b, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,6 +69,10 @@ type endpoint struct {
 	other  *endpoint
 	rtcpID int32 // registration with the engine's RTCP poller
 
+	// for the Tap (immutable)
+	callID           string
+	local, localRTCP netip.AddrPort
+
 	plan     atomic.Pointer[plan]
 	latched  atomic.Pointer[netip.AddrPort] // RTP source latched (for State and sends)
 	latchedC atomic.Pointer[netip.AddrPort] // RTCP source latched
@@ -169,6 +173,14 @@ func (w *worker) serve() (done bool) {
 	}
 }
 
+// localAddr is esbc's address of the socket this worker reads.
+func (w *worker) localAddr() netip.AddrPort {
+	if w.isRTCP {
+		return w.ep.localRTCP
+	}
+	return w.ep.local
+}
+
 func isRTCPByte(b byte) bool { return b >= 192 && b <= 223 } // RFC 5761 4
 
 func (w *worker) handle(pkt []byte, from netip.AddrPort) {
@@ -221,6 +233,12 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort) {
 		// spoofed source address cannot redirect the call's media.
 		w.latch(from)
 	}
+	// One atomic load per packet; the plain packet is shown before
+	// transcoding rewrites it in place.
+	tap := ep.s.e.tap.Load()
+	if tap != nil {
+		tap.t.WriteRTP(ep.callID, from, w.localAddr(), plain, now)
+	}
 	ep.st.lastRx.Store(now.UnixNano())
 	ep.st.packetsIn.Add(1)
 	ep.st.bytesIn.Add(uint64(len(pkt)))
@@ -241,10 +259,10 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort) {
 		return
 	}
 	// Destination: the latched source of the other peer, else its SDP address.
-	conn := o.rtp
+	conn, self := o.rtp, o.local
 	var dst netip.AddrPort
 	if rtcpPkt && !py.mux {
-		conn = o.rtcp
+		conn, self = o.rtcp, o.localRTCP
 		if l := o.latchedC.Load(); l != nil {
 			dst = *l
 		} else {
@@ -273,7 +291,11 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort) {
 		}
 	}
 	out := plain
-	if py.send != nil {
+	if py.send == nil {
+		if tap != nil {
+			tap.t.WriteRTP(o.callID, self, dst, plain, now)
+		}
+	} else {
 		if py.send != w.sendKeys {
 			if !w.rekeySend(py.send) {
 				ep.drop(reasonSRTP)
@@ -283,6 +305,10 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort) {
 		var err error
 		if !rtcpPkt {
 			w.seqMap.apply(plain)
+		}
+		if tap != nil {
+			// Before the in-place encryption: what the peer will decrypt.
+			tap.t.WriteRTP(o.callID, self, dst, plain, now)
 		}
 		if rtcpPkt {
 			out, err = w.enc.EncryptRTCP(plain, plain, nil)
@@ -437,6 +463,10 @@ func (w *worker) relayRaw(px *plan, pkt []byte, from netip.AddrPort, now time.Ti
 	if latch {
 		w.latch(from)
 	}
+	tap := ep.s.e.tap.Load()
+	if tap != nil {
+		tap.t.WriteRTP(ep.callID, from, ep.local, pkt, now)
+	}
 	ep.st.lastRx.Store(now.UnixNano())
 	ep.st.packetsIn.Add(1)
 	ep.st.bytesIn.Add(uint64(len(pkt)))
@@ -453,6 +483,9 @@ func (w *worker) relayRaw(px *plan, pkt []byte, from netip.AddrPort, now time.Ti
 	if !dst.IsValid() || dst.Port() == 0 {
 		ep.drop(reasonNoPeer)
 		return
+	}
+	if tap != nil {
+		tap.t.WriteRTP(o.callID, o.local, dst, pkt, now)
 	}
 	o.st.packetsOut.Add(1)
 	o.st.bytesOut.Add(uint64(len(pkt)))

@@ -524,8 +524,19 @@ func (s *Session) bind(leg, index int, media string) (*endpoint, error) {
 				}
 			}
 		}
+		// What a Tap is told esbc's address is: the bound one, else the
+		// advertised one (what the peer sends to, what the SDP says).
+		self := addr.Unmap()
+		if self.IsUnspecified() {
+			self = s.legs[leg].Advertise.Unmap()
+		}
+		callID := s.legs[leg].CallID
+		if callID == "" {
+			callID = s.id
+		}
 		return &endpoint{s: s, leg: leg, index: index, media: media, drops: s.drops[leg],
-			rtp: c1, rtcp: c2, port: port, v6: v6}, nil
+			rtp: c1, rtcp: c2, port: port, v6: v6, callID: callID,
+			local: netip.AddrPortFrom(self, uint16(port)), localRTCP: netip.AddrPortFrom(self, uint16(port+1))}, nil
 	}
 	// Ports taken by other processes count as exhausted: the caller answers 503.
 	return nil, fmt.Errorf("media: session %s: %w: bind %s: %v", s.id, ErrPortsExhausted, addr, lastErr)
