@@ -4,8 +4,11 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/pion/rtp"
+
+	"github.com/esbc/esbc/media/capture"
 )
 
 // These benchmarks drive one relay worker's packet path directly (source
@@ -40,23 +43,26 @@ func BenchmarkRelayRTPToSRTP(b *testing.B) {
 		name string
 		tag  int
 	}{{"AES_CM_128_HMAC_SHA1_80", 1}, {"AEAD_AES_128_GCM", 3}} {
-		b.Run(tc.name, func(b *testing.B) {
-			w, c := benchWorker(b, tc.tag, false)
-			pkt := rtpPacket(b, c.pbx.ssrc)
-			from := netip.AddrPortFrom(lo, uint16(c.pbx.port()))
-			b.ReportAllocs()
-			b.SetBytes(int64(len(pkt)))
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				binary.BigEndian.PutUint16(pkt[2:], uint16(i))
-				binary.BigEndian.PutUint32(pkt[4:], uint32(i)*160)
-				w.handle(w.buf[:copy(w.buf, pkt)], from)
-			}
-			b.StopTimer()
-			if d := c.s.Stats().Legs[0].Dropped; d != 0 {
-				b.Fatalf("dropped %d", d)
-			}
-		})
+		b.Run(tc.name, func(b *testing.B) { benchRTPToSRTP(b, tc.tag, nil) })
+	}
+}
+
+func benchRTPToSRTP(b *testing.B, tag int, tap Tap) {
+	w, c := benchWorker(b, tag, false)
+	w.ep.s.e.SetTap(tap)
+	pkt := rtpPacket(b, c.pbx.ssrc)
+	from := netip.AddrPortFrom(lo, uint16(c.pbx.port()))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(pkt)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		binary.BigEndian.PutUint16(pkt[2:], uint16(i))
+		binary.BigEndian.PutUint32(pkt[4:], uint32(i)*160)
+		w.handle(w.buf[:copy(w.buf, pkt)], from)
+	}
+	b.StopTimer()
+	if d := c.s.Stats().Legs[0].Dropped; d != 0 {
+		b.Fatalf("dropped %d", d)
 	}
 }
 
@@ -65,31 +71,65 @@ func BenchmarkRelaySRTPToRTP(b *testing.B) {
 		name string
 		tag  int
 	}{{"AES_CM_128_HMAC_SHA1_80", 1}, {"AEAD_AES_128_GCM", 3}} {
-		b.Run(tc.name, func(b *testing.B) {
-			w, c := benchWorker(b, tc.tag, true)
-			pkt := rtpPacket(b, c.trunk.ssrc)
-			enc := make([]byte, 0, bufSize)
-			var hdr rtp.Header
-			from := netip.AddrPortFrom(lo, uint16(c.trunk.port()))
-			b.ReportAllocs()
-			b.SetBytes(int64(len(pkt)))
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				binary.BigEndian.PutUint16(pkt[2:], uint16(i))
-				binary.BigEndian.PutUint32(pkt[4:], uint32(i)*160)
-				// The far end's encryption is part of this loop (it cannot be
-				// precomputed for b.N packets under replay protection).
-				out, err := c.trunk.enc.EncryptRTP(enc, pkt, &hdr)
-				if err != nil {
-					b.Fatal(err)
-				}
-				w.handle(w.buf[:copy(w.buf, out)], from)
+		b.Run(tc.name, func(b *testing.B) { benchSRTPToRTP(b, tc.tag, nil) })
+	}
+}
+
+func benchSRTPToRTP(b *testing.B, tag int, tap Tap) {
+	w, c := benchWorker(b, tag, true)
+	w.ep.s.e.SetTap(tap)
+	pkt := rtpPacket(b, c.trunk.ssrc)
+	enc := make([]byte, 0, bufSize)
+	var hdr rtp.Header
+	from := netip.AddrPortFrom(lo, uint16(c.trunk.port()))
+	b.ReportAllocs()
+	b.SetBytes(int64(len(pkt)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		binary.BigEndian.PutUint16(pkt[2:], uint16(i))
+		binary.BigEndian.PutUint32(pkt[4:], uint32(i)*160)
+		// The far end's encryption is part of this loop (it cannot be
+		// precomputed for b.N packets under replay protection).
+		out, err := c.trunk.enc.EncryptRTP(enc, pkt, &hdr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		w.handle(w.buf[:copy(w.buf, out)], from)
+	}
+	b.StopTimer()
+	if d := c.s.Stats().Legs[1].Dropped; d != 0 {
+		b.Fatalf("dropped %d", d)
+	}
+}
+
+// nopTap is the cheapest tap: what remains is the cost of the hook itself
+// (an atomic load, two interface calls per packet).
+type nopTap struct{}
+
+func (nopTap) WriteRTP(string, netip.AddrPort, netip.AddrPort, []byte, time.Time) {}
+
+// BenchmarkRelayTap compares the relay with no tap, a tap that does
+// nothing, and the real media/capture (mode all, writing pcapng to a temp
+// dir; its writer goroutine competes for the CPU, packets beyond its queue
+// are dropped and counted, not waited for), AES_CM_128_HMAC_SHA1_80.
+func BenchmarkRelayTap(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		tap  func(b *testing.B) Tap
+	}{
+		{"off", func(*testing.B) Tap { return nil }},
+		{"nop", func(*testing.B) Tap { return nopTap{} }},
+		{"capture", func(b *testing.B) Tap {
+			cp, err := capture.New(capture.Config{Dir: b.TempDir(), Mode: capture.ModeAll, MaxFileBytes: 20 << 20, MaxFiles: 2}, nil, nil)
+			if err != nil {
+				b.Fatal(err)
 			}
-			b.StopTimer()
-			if d := c.s.Stats().Legs[1].Dropped; d != 0 {
-				b.Fatalf("dropped %d", d)
-			}
-		})
+			b.Cleanup(func() { _ = cp.Close() })
+			return cp
+		}},
+	} {
+		b.Run("RTPToSRTP/"+tc.name, func(b *testing.B) { benchRTPToSRTP(b, 1, tc.tap(b)) })
+		b.Run("SRTPToRTP/"+tc.name, func(b *testing.B) { benchSRTPToRTP(b, 1, tc.tap(b)) })
 	}
 }
 

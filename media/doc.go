@@ -17,6 +17,7 @@
 //	    Codecs            []string   // allowed codec names (PCMU, PCMA, G729, telephone-event…); empty = any
 //	    Video, T38        bool       // does this leg carry them? false → port 0 / 488 if nothing else is left
 //	    LatchAddr         netip.Addr // far-end NAT: latch to packets from this IP (the SIP source); zero = SDP address
+//	    CallID            string     // this leg's SIP Call-ID, given to the Tap with its packets; empty = the session id
 //	}
 //	type Config struct {
 //	    PortMin, PortMax  int           // media port range (inclusive); RTP even, RTCP odd
@@ -30,6 +31,8 @@
 //	func (e *Engine) SetConfig(cfg Config) // hot: Quarantine, LatchWindow, InactivityTimeout, DSCP (re-applied to live sockets), Transcode; the port range needs a restart
 //	func (e *Engine) Sessions() int        // active sessions
 //	func (e *Engine) Close() error         // closes every session, stops the watchdog; idempotent
+//	type Tap interface { WriteRTP(callID string, src, dst netip.AddrPort, payload []byte, t time.Time) }
+//	func (e *Engine) SetTap(t Tap)         // hot: every relayed packet, plain, to t (nil = off); *capture.Capture is a Tap
 //	func (e *Engine) NewSession(id string, a, b LegConfig, onInactive func()) (*Session, error)
 //	func (s *Session) ID() string
 //	func (s *Session) Offer(from int, body []byte) ([]byte, error)  // from: 0 = leg a, 1 = leg b; returns the offer for the other leg
@@ -104,6 +107,19 @@
 // closing session can unregister safely); every loop recovers from panics,
 // counts them (esbc_media_panics_total) and goes on.
 //
+// # Diagnostic tap
+//
+// SetTap hands every relayed RTP/RTCP packet (and T.38 UDPTL datagram) in
+// plain form to a Tap, for the pcapng capture of media/capture: each
+// packet twice, once per leg with that leg's real addresses and CallID —
+// inbound as received (after SRTP/SRTCP decryption), outbound as about to
+// be sent (after transcoding and sequence mapping, before encryption) — so
+// that Wireshark shows both sides of the call and plays the audio. esbc's
+// own address is the bound one, or the advertised one when bound to the
+// unspecified address. The tap is read with one atomic load per packet;
+// with none the packet path is unchanged (no lock, no allocation). The Tap
+// must not block and must copy what it keeps (see tap.go).
+//
 // # Strict sources (no RTP bleed)
 //
 // A packet is relayed only if it comes from the leg's peer: the address
@@ -121,7 +137,9 @@
 //
 // media may import media/sdp, pion/srtp, pion/rtp (header parsing only
 // through srtp), zap, prometheus and the standard library; nothing of esbc
-// above it. media/capture is a sibling owned separately.
+// above it. media/capture is a sibling owned separately: media does not
+// import it (the composition root passes a *capture.Capture as the Tap);
+// the tests do, to keep the two signatures in step.
 //
 // # RFCs
 //

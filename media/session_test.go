@@ -490,6 +490,8 @@ func TestT38Relay(t *testing.T) {
 		t.Fatal(err)
 	}
 	pbx.remote, trunk.remote = esbcAddr(t, back), esbcAddr(t, out)
+	tap := newRecordingTap()
+	e.SetTap(tap)
 	udptl := []byte{0x00, 0x01, 0x80, 0x02, 'f', 'a', 'x'} // not RTP: relayed as is
 	if _, err := pbx.rtp.WriteToUDPAddrPort(udptl, pbx.remote); err != nil {
 		t.Fatal(err)
@@ -500,6 +502,9 @@ func TestT38Relay(t *testing.T) {
 	if err != nil || !bytes.Equal(buf[:n], udptl) {
 		t.Fatalf("trunk got %x, %v", buf[:n], err)
 	}
+	// Shown to the tap on both legs too, under the session id (no CallID).
+	tap.expect(t, "lan in", "fax", addrOf(pbx.rtp), pbx.remote, udptl)
+	tap.expect(t, "wan out", "fax", trunk.remote, addrOf(trunk.rtp), udptl)
 	if st := s.State(); st.Legs[0].Streams[0].Media != "image" {
 		t.Fatalf("state %+v", st.Legs[0].Streams[0])
 	}

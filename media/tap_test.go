@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -347,4 +348,55 @@ func readUDPFrames(t *testing.T, path string) []tapRec {
 			payload: udp.Payload})
 	}
 	return out
+}
+
+// TestTapSwitchedWhilePackets: SetTap flips on and off while a stream
+// flows (run with -race). The tap is read once per packet, so it sees
+// whole packets: every inbound record is followed by its outbound one.
+func TestTapSwitchedWhilePackets(t *testing.T) {
+	e, _ := newEngine(t, nil)
+	la, lb := tapLegs()
+	c := setupCallLegs(t, e, la, lb, 3, false)
+	tap := &recordingTap{ch: make(chan tapRec, 1024)}
+	const n = 200
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if i%2 == 0 {
+				e.SetTap(tap)
+			} else {
+				e.SetTap(nil)
+			}
+			runtime.Gosched() // a shared machine: spin politely
+		}
+	}()
+	for i := 0; i < n; i++ {
+		c.pbx.sendRTP([]byte{byte(i), 1, 2, 3}, 0)
+		if got := c.trunk.recvRTP(c.trunk.rtp); got.Payload[0] != byte(i) {
+			t.Fatalf("packet %d: got %x", i, got.Payload)
+		}
+	}
+	close(stop)
+	<-done
+	if tap.overflow.Load() != 0 {
+		t.Fatal("tap overflowed")
+	}
+	recs := len(tap.ch)
+	if recs%2 != 0 {
+		t.Fatalf("%d records: a packet was seen on one leg only", recs)
+	}
+	for i := 0; i < recs/2; i++ {
+		in, out := <-tap.ch, <-tap.ch
+		if in.callID != la.CallID || out.callID != lb.CallID || !bytes.Equal(in.payload, out.payload) {
+			t.Fatalf("pair %d: %q %x / %q %x", i, in.callID, in.payload, out.callID, out.payload)
+		}
+	}
+	t.Logf("%d of %d packets seen while switching", recs/2, n)
 }

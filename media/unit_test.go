@@ -286,6 +286,8 @@ func TestIPv6PlainRelay(t *testing.T) {
 	rr := []byte{0x80, 201, 0, 1, 0, 0, 0, 7}
 	lanRTCP := esbcAddr(t, back)
 	lanRTCP = netip.AddrPortFrom(lanRTCP.Addr(), lanRTCP.Port()+1)
+	tap := newRecordingTap()
+	e.SetTap(tap)
 	if _, err := rtcps[0].WriteToUDPAddrPort(rr, lanRTCP); err != nil {
 		t.Fatal(err)
 	}
@@ -294,4 +296,8 @@ func TestIPv6PlainRelay(t *testing.T) {
 	if err != nil || !bytes.Equal(buf[:n], rr) {
 		t.Fatalf("RTCP got %x %v", buf[:n], err)
 	}
+	wanRTCP := esbcAddr(t, out)
+	wanRTCP = netip.AddrPortFrom(wanRTCP.Addr(), wanRTCP.Port()+1)
+	tap.expect(t, "lan rtcp in", "v6", addrOf(rtcps[0]), lanRTCP, rr)
+	tap.expect(t, "wan rtcp out", "v6", wanRTCP, addrOf(rtcps[1]), rr)
 }
