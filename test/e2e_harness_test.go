@@ -82,6 +82,9 @@ func e2eRepoRoot(t testing.TB) string {
 // build cache makes every build after the first a link only).
 func e2eBinary(t testing.TB) string {
 	t.Helper()
+	if b := os.Getenv("ESBC_BINARY"); b != "" { // a prebuilt (release) binary
+		return b
+	}
 	out := filepath.Join(t.TempDir(), "esbc")
 	cmd := exec.Command("go", "build", "-o", out, "./cmd/esbc")
 	cmd.Dir = e2eRepoRoot(t)

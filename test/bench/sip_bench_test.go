@@ -14,6 +14,7 @@
 //	ESBC_BENCH_SECONDS  length of each rate step (default 30)
 //	ESBC_BENCH_CALLS    concurrent calls of the memory figure (default 1000)
 //	ESBC_BENCH_KEEP=1   keep the work directory (esbc log, SIPp screens and errors)
+//	ESBC_BINARY         use this esbc binary instead of building ./cmd/esbc
 package bench
 
 import (
@@ -317,5 +318,25 @@ func TestSIPMemoryPerCall(t *testing.T) {
 	}
 	if !ok {
 		t.Errorf("calls failed: %v\n%s", c, sipTail(e.log, 20))
+	}
+}
+
+// TestSIPMemoryRounds: the same load three times with a pause longer than
+// the transaction timers (32 s) in between. Heap and goroutines should come
+// back to the same level after each round; growth round after round is a
+// leak. Figures only.
+func TestSIPMemoryRounds(t *testing.T) {
+	n := newSIPNet(t, "udp")
+	n.startTrunk(t)
+	e := sipStartESBC(t, n.dir, n.config(), n.admin)
+	rate, secs := 200, 15
+	for round := 1; round <= 3; round++ {
+		c, _, _ := n.pbxCalls(t, fmt.Sprintf("round-%d", round), rate*secs, rate, 0, rate*10)
+		time.Sleep(40 * time.Second)
+		rss, peak := e.mem(t)
+		fmt.Printf("BENCH sip rounds round=%d calls=%d successful=%d failed=%d after_40s_idle: rss=%dKiB peak_rss=%dKiB heap_inuse=%.0fKiB goroutines=%.0f active_calls=%.0f\n",
+			round, rate*secs, c["Successful call"], c["Failed call"], rss, peak,
+			e.metric(t, "go_memstats_heap_inuse_bytes")/1024, e.metric(t, "go_goroutines"),
+			e.metric(t, "esbc_trunk_channels_active"))
 	}
 }

@@ -46,6 +46,9 @@ func sipScenario(name string) string { return filepath.Join(sipRepoRoot(), "test
 // sipBinary builds ./cmd/esbc into dir.
 func sipBinary(t testing.TB, dir string) string {
 	t.Helper()
+	if b := os.Getenv("ESBC_BINARY"); b != "" { // a prebuilt (release) binary
+		return b
+	}
 	out := filepath.Join(dir, "esbc")
 	cmd := exec.Command("go", "build", "-o", out, "./cmd/esbc")
 	cmd.Dir = sipRepoRoot()
