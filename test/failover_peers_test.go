@@ -58,15 +58,16 @@ type failoverRegister struct {
 	At      time.Time
 }
 
-// failoverTrunk is one trunk server at ip:port (UDP).
+// failoverTrunk is one trunk server at ip:port over UDP or TCP.
 type failoverTrunk struct {
-	t     *testing.T
-	name  string
-	ip    string
-	port  int
-	media *net.UDPConn // RTP echo, independent of the SIP server
-	echo  chan struct{}
-	mode  atomic.Value // string: "answer" | "503" | "trying" (INVITE)
+	t       *testing.T
+	name    string
+	ip      string
+	port    int
+	network string       // "udp" | "tcp"
+	media   *net.UDPConn // RTP echo, independent of the SIP server
+	echo    chan struct{}
+	mode    atomic.Value // string: "answer" | "503" | "trying" (INVITE)
 
 	mu        sync.Mutex
 	invites   int                // initial INVITEs received, guarded by mu
@@ -80,22 +81,24 @@ type failoverTrunk struct {
 type failoverSIPServer struct {
 	ua    *sipgo.UserAgent
 	srv   *sipgo.Server
-	pc    net.PacketConn
+	pc    net.PacketConn // UDP
+	ln    net.Listener   // TCP
 	done  chan struct{}
 	hmu   sync.Mutex
 	dying bool           // guarded by hmu
 	calls sync.WaitGroup // handlers in flight; Add under hmu while !dying
 }
 
-// newFailoverTrunk reserves a UDP port on ip for the trunk's SIP server
-// (started with start) and starts its media echo.
-func newFailoverTrunk(t *testing.T, name, ip string, port int) *failoverTrunk {
+// newFailoverTrunk makes a trunk server on ip:port over network ("udp" |
+// "tcp"; its SIP server runs from start) and starts its media echo. The
+// reload tests use it too.
+func newFailoverTrunk(t *testing.T, name, network, ip string, port int) *failoverTrunk {
 	t.Helper()
 	m, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
 	if err != nil {
 		t.Fatalf("%s media: %v", name, err)
 	}
-	tr := &failoverTrunk{t: t, name: name, ip: ip, port: port, media: m, echo: make(chan struct{})}
+	tr := &failoverTrunk{t: t, name: name, ip: ip, port: port, network: network, media: m, echo: make(chan struct{})}
 	tr.mode.Store("answer")
 	go func() {
 		defer close(tr.echo)
@@ -120,7 +123,7 @@ func (tr *failoverTrunk) addr() string { return net.JoinHostPort(tr.ip, strconv.
 
 // target is the trunk's key in esbc's health table and metrics.
 func (tr *failoverTrunk) target(host string) string {
-	return host + "/" + tr.addr() + "/udp"
+	return host + "/" + tr.addr() + "/" + tr.network
 }
 
 // start (re)starts the SIP server on the trunk's address.
@@ -128,9 +131,15 @@ func (tr *failoverTrunk) start() {
 	t := tr.t
 	t.Helper()
 	var pc net.PacketConn
+	var ln net.Listener
 	var err error
-	for range 50 { // the port of a killed server is free at once for UDP; bounded retries anyway
-		if pc, err = net.ListenPacket("udp", tr.addr()); err == nil {
+	for range 50 { // the port of a killed server is free at once (SO_REUSEADDR for TCP); bounded retries anyway
+		if tr.network == "tcp" {
+			ln, err = net.Listen("tcp", tr.addr())
+		} else {
+			pc, err = net.ListenPacket("udp", tr.addr())
+		}
+		if err == nil {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -146,7 +155,7 @@ func (tr *failoverTrunk) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &failoverSIPServer{ua: ua, srv: srv, pc: pc, done: make(chan struct{})}
+	s := &failoverSIPServer{ua: ua, srv: srv, pc: pc, ln: ln, done: make(chan struct{})}
 	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) { s.guard(func() { tr.onInvite(req, tx) }) })
 	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
 	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
@@ -161,6 +170,14 @@ func (tr *failoverTrunk) start() {
 		s.guard(func() { _ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil)) })
 	})
 	srv.OnRegister(func(req *sip.Request, tx sip.ServerTransaction) { s.guard(func() { tr.onRegister(req, tx) }) })
+	if ln != nil {
+		// The listener is bound: connections wait in its backlog.
+		go func() { defer close(s.done); _ = srv.ServeTCP(ln) }()
+		tr.mu.Lock()
+		tr.sip = s
+		tr.mu.Unlock()
+		return
+	}
 	go func() { defer close(s.done); _ = srv.ServeUDP(pc) }()
 	// Ready when sipgo's transport layer holds the socket.
 	deadline := time.Now().Add(5 * time.Second)
@@ -207,7 +224,12 @@ func (tr *failoverTrunk) kill() {
 	s.calls.Wait()
 	_ = s.srv.Close()
 	_ = s.ua.Close()
-	_ = s.pc.Close()
+	if s.pc != nil {
+		_ = s.pc.Close()
+	}
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
 	<-s.done
 }
 
@@ -232,7 +254,11 @@ func (tr *failoverTrunk) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
 	res := sip.NewResponseFromRequest(req, 200, "OK", failoverSDP(tr.ip, tr.media.LocalAddr().(*net.UDPAddr).Port))
 	res.To().Params.Add("tag", sip.GenerateTagN(10))
-	res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "trunk", Host: tr.ip, Port: tr.port}})
+	ct := &sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "trunk", Host: tr.ip, Port: tr.port}}
+	if tr.network == "tcp" {
+		ct.Address.UriParams = sip.HeaderParams{{K: "transport", V: "tcp"}}
+	}
+	res.AppendHeader(ct)
 	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	tr.mu.Lock()
 	tr.answered++

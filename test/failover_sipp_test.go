@@ -169,7 +169,7 @@ func TestFailoverSIPp(t *testing.T) {
 	dnsmasq := locRequireTool(t, "dnsmasq")
 	e2eLeakCheck(t)
 	dir := t.TempDir()
-	port := failoverTrunkPort(t)
+	port := failoverTrunkPort(t, "udp")
 	primary := &failoverSIPpTrunk{dir: dir, ip: "127.0.0.2", port: port, media: failoverMediaPort(t, "127.0.0.2")}
 	secondary := &failoverSIPpTrunk{dir: dir, ip: "127.0.0.3", port: port, media: failoverMediaPort(t, "127.0.0.3")}
 	p := strconv.Itoa(port)
