@@ -1,0 +1,425 @@
+package test
+
+// SPEC §6 "Reload: under load, zero calls lost", black-box: the esbc binary
+// between a PBX (sipgo UA over UDP, the failover tests' peer) and a trunk
+// server (sipgo UA over UDP, srtp off) carries 300 calls at ~20 calls/s,
+// each held 3 s, while the test rewrites the configuration every ~0.5 s:
+// valid changes (log level, a route, channels, rate limits, header rules)
+// alternate with invalid files (unknown key, bad regexps, broken YAML); most
+// changes are followed by SIGHUP, some are left to the file watcher alone.
+// Every file is written by rename-replace, as editors and config managers do.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+const (
+	reloadCalls    = 300
+	reloadRate     = 20 // calls per second
+	reloadHold     = 3 * time.Second
+	reloadInterval = 500 * time.Millisecond // between configuration changes
+	reloadMaxSteps = 120                    // bound on configuration changes
+	reloadDialled  = "916502530000"
+)
+
+// reloadFreeUDPPort is a UDP port free on ip right now (never 5060/5061).
+func reloadFreeUDPPort(t *testing.T, ip string) int {
+	t.Helper()
+	for range 50 {
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		pc.Close()
+		if port != 5060 && port != 5061 {
+			return port
+		}
+	}
+	t.Fatal("no free UDP port")
+	return 0
+}
+
+// reloadRTPRange is a media port range for esbc: 1,200 ports (300 calls
+// of two legs at RTP+RTCP; ~70 are up at once here, and freed ports rest
+// in quarantine), below the ephemeral range and apart from the ranges of
+// the e2e (20000-25999) and failover (26000-28999) tests.
+func reloadRTPRange() string {
+	lo := 10000 + 2*(os.Getpid()%2000)
+	return fmt.Sprintf("%d-%d", lo, lo+1199)
+}
+
+// reloadVariant is what one configuration file says. The valid fields
+// carry the step number k so that the test can tell which file is in force.
+type reloadVariant struct {
+	k       int
+	level   string // log.level
+	invalid string // "" or the kind of mistake written into the file
+}
+
+// reloadChannels etc. are the step's marks in the configuration in force.
+func reloadChannels(k int) int  { return 200 + k }
+func reloadPerIP(k int) int     { return 10000 + k }
+func reloadHeader(k int) string { return fmt.Sprintf("gen-%d", k) }
+func reloadRoute(k int) string  { return fmt.Sprintf(`^8%d(\d+)$`, k) }
+func reloadLevel(k int) string  { return []string{"info", "warn", "error"}[k%3] }
+func reloadInvalidKind(i int) string {
+	return []string{"unknown key", "bad route regexp", "bad header regexp", "yaml syntax", "unknown top-level key"}[i%5]
+}
+
+// reloadConfig is esbc's configuration for variant v: LAN and WAN over UDP
+// on loopback, one trunk at trunkPort, srtp off.
+func reloadConfig(v reloadVariant, pbxPort, trunkPort int, rtp string) []byte {
+	trunkExtra, routeMatch, headerMatch, tail := "", reloadRoute(v.k), "", ""
+	switch v.invalid {
+	case "unknown key":
+		trunkExtra = "    srtpp: \"off\"\n"
+	case "bad route regexp":
+		routeMatch = `^8(\d+$`
+	case "bad header regexp":
+		headerMatch = `([`
+	case "yaml syntax":
+		tail = "routes: [\n"
+	case "unknown top-level key":
+		tail = "bogus: { answer: 42 }\n"
+	}
+	return []byte(fmt.Sprintf(`
+log: { level: %s, format: json }
+admin: { listen: "127.0.0.1:0" }
+shutdown_grace: 5s
+lan:
+  listen: ["udp://127.0.0.1:0"]
+  advertise: 127.0.0.1
+  pbx: { uri: "sip:127.0.0.1:%d;transport=udp", trusted: true }
+  acl: { allow: ["127.0.0.0/8"] }
+wan:
+  listen: ["udp://127.0.0.1:0"]
+  advertise: 127.0.0.1
+  acl: { allow: ["127.0.0.0/8"] }
+trunks:
+  - name: reload
+    domain: trunk.test
+    transport: udp
+    servers: ["127.0.0.1:%d"]
+    auth: { method: ip }
+    from_user: "990500000231"
+    caller_id: "+14155550100"
+    allowed_caller_ids: ["+14155550100"]
+    srtp: "off"
+    codecs: [PCMU, telephone-event]
+    channels: %d
+    options_interval: 1s
+    failover_timeout: 2s
+    header_rules:
+      - { action: add, header: X-Reload-Gen, match: '%s', value: "%s" }
+%snumbering: { country_code: "1", national_prefix: "1", international_prefix: "011" }
+routes:
+  outbound:
+    - { match: '^9(\d+)$', number: '$1', trunk: reload }
+    - { match: '%s', number: '$1', trunk: reload }
+security:
+  rate_limit: { per_ip: %d, burst: 40000, ban: 1s }
+media:
+  rtp_ports: "%s"
+  inactivity_timeout: 30s
+cdr: { file: "" }
+%s`, v.level, pbxPort, trunkPort, reloadChannels(v.k), headerMatch, reloadHeader(v.k), trunkExtra,
+		routeMatch, reloadPerIP(v.k), rtp, tail))
+}
+
+// reloadInForce is what /api/v1/config shows of the marks of a variant.
+type reloadInForce struct {
+	Generation uint64 `json:"generation"`
+	Config     struct {
+		Log    struct{ Level string }
+		Trunks []struct {
+			Channels    int
+			HeaderRules []struct{ Value string } `json:"header_rules"`
+		}
+		Routes struct {
+			Outbound []struct{ Match string }
+		}
+		Security struct {
+			RateLimit struct {
+				PerIP int `json:"per_ip"`
+			} `json:"rate_limit"`
+		}
+	}
+}
+
+func reloadConfigInForce(t *testing.T, p *serviceProc) reloadInForce {
+	t.Helper()
+	var c reloadInForce
+	body := p.get(t, "/api/v1/config")
+	if err := json.Unmarshal([]byte(body), &c); err != nil {
+		t.Fatalf("/api/v1/config: %v\n%s", err, body)
+	}
+	return c
+}
+
+// step is the step number the configuration in force carries, or -1 when
+// its marks disagree with each other (a half-applied configuration).
+func (c reloadInForce) step() int {
+	if len(c.Config.Trunks) != 1 || len(c.Config.Trunks[0].HeaderRules) != 1 || len(c.Config.Routes.Outbound) != 2 {
+		return -1
+	}
+	k := c.Config.Trunks[0].Channels - 200
+	if c.Config.Trunks[0].HeaderRules[0].Value != reloadHeader(k) || c.Config.Security.RateLimit.PerIP != reloadPerIP(k) ||
+		c.Config.Routes.Outbound[1].Match != reloadRoute(k) || c.Config.Log.Level != reloadLevel(k) {
+		return -1
+	}
+	return k
+}
+
+// reloadMetric is the value of the sample line that starts with series
+// (name and labels exactly as /metrics prints them); -1 when absent.
+func reloadMetric(t *testing.T, p *serviceProc, series string) float64 {
+	t.Helper()
+	for _, l := range strings.Split(p.get(t, "/metrics"), "\n") {
+		if strings.HasPrefix(l, series+" ") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(l[len(series):]), 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q", series, l)
+			}
+			return v
+		}
+	}
+	return -1
+}
+
+// reloadProblems is up to n of esbc's log lines at warn or above, other
+// than the expected reload errors.
+func reloadProblems(logs string, n int) string {
+	var out []string
+	for _, l := range strings.Split(logs, "\n") {
+		if (strings.Contains(l, `"level":"warn"`) || strings.Contains(l, `"level":"error"`)) &&
+			!strings.Contains(l, "reload failed") && len(out) < n {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// reloadCallResult is what the PBX saw of one call.
+type reloadCallResult struct {
+	setupErr error
+	byeErr   error
+	stepUp   int // the configuration step in force when the call was answered
+	stepBye  int // ... when its BYE was sent
+}
+
+func TestReloadUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary under load")
+	}
+	failoverLeakCheck(t)
+
+	trunk := newFailoverTrunk(t, "trunk", "udp", "127.0.0.1", reloadFreeUDPPort(t, "127.0.0.1"))
+	trunk.start()
+	pbx := newFailoverPBX(t)
+	dir := t.TempDir()
+	bin := serviceBuild(t, dir)
+	cfg := filepath.Join(dir, "esbc.yaml")
+	rtp := reloadRTPRange()
+	write := func(v reloadVariant) { serviceWrite(t, cfg, reloadConfig(v, pbx.port(), trunk.port, rtp)) }
+	write(reloadVariant{k: 0, level: reloadLevel(0)})
+	p := serviceStart(t, bin, cfg)
+	defer func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-p.exit:
+			if err != nil {
+				t.Errorf("esbc exit after SIGTERM: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("esbc did not stop 20 s after SIGTERM")
+		}
+	}()
+	host, port, _ := net.SplitHostPort(p.addr("lan/udp"))
+	pn, _ := strconv.Atoi(port)
+	pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: pn}
+	if got := reloadConfigInForce(t, p).step(); got != 0 {
+		t.Fatalf("configuration in force at start: step %d, want 0", got)
+	}
+	okBefore := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`)
+	errBefore := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`)
+
+	// Calls up before any change: they must keep media and end with a BYE
+	// that succeeds after every change below.
+	var early []*failoverCall
+	for i := range 3 {
+		c, err := pbx.call(reloadDialled)
+		if err != nil {
+			t.Fatalf("call %d before the changes: %v\n%s", i, err, failoverTail(p.logs(), 30))
+		}
+		early = append(early, c)
+		mediaOK(t, fmt.Sprintf("early call %d before the changes", i), c)
+	}
+
+	var step atomic.Int64 // the last step whose configuration was seen in force
+	results := make([]reloadCallResult, reloadCalls)
+	callsDone := make(chan struct{})
+	go func() {
+		defer close(callsDone)
+		var wg sync.WaitGroup
+		tick := time.NewTicker(time.Second / reloadRate)
+		defer tick.Stop()
+		for i := range reloadCalls {
+			<-tick.C
+			wg.Add(1)
+			go func(r *reloadCallResult) {
+				defer wg.Done()
+				c, err := pbx.call(reloadDialled)
+				if err != nil {
+					r.setupErr = err
+					return
+				}
+				r.stepUp = int(step.Load())
+				time.Sleep(reloadHold) // the call's hold time, not a readiness wait
+				r.stepBye = int(step.Load())
+				r.byeErr = c.hangup()
+			}(&results[i])
+		}
+		wg.Wait()
+	}()
+
+	// The configuration changes, every reloadInterval until the calls are
+	// over (bounded by reloadMaxSteps).
+	var valid, invalid, sighups, stepsRun int
+	lastValid := 0
+	func() {
+		for k := 1; k <= reloadMaxSteps; k++ {
+			select {
+			case <-callsDone:
+				if k > 12 { // at least two rounds of every kind of change
+					return
+				}
+			default:
+			}
+			start := time.Now()
+			v := reloadVariant{k: k, level: reloadLevel(k)}
+			if k%2 == 0 {
+				v.invalid = reloadInvalidKind(k / 2)
+			}
+			signal := k%3 != 0 // every third change is left to the file watcher
+			errNow := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`)
+			write(v)
+			if signal {
+				sighups++
+				if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stepsRun++
+			deadline := time.Now().Add(15 * time.Second)
+			if v.invalid == "" {
+				valid++
+				for reloadConfigInForce(t, p).step() != k {
+					if time.Now().After(deadline) {
+						t.Fatalf("step %d (valid, sighup %v): not in force after 15 s; in force: %+v\n%s",
+							k, signal, reloadConfigInForce(t, p), failoverTail(p.logs(), 20))
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				lastValid = k
+				step.Store(int64(k))
+			} else {
+				invalid++
+				for reloadMetric(t, p, `esbc_config_reload_total{result="error"}`) <= errNow {
+					if time.Now().After(deadline) {
+						t.Fatalf("step %d (%s, sighup %v): no reload error counted after 15 s\n%s",
+							k, v.invalid, signal, failoverTail(p.logs(), 20))
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				if got := reloadConfigInForce(t, p).step(); got != lastValid {
+					t.Errorf("step %d (%s): configuration in force is step %d, want the previous valid one (%d)",
+						k, v.invalid, got, lastValid)
+				}
+			}
+			time.Sleep(time.Until(start.Add(reloadInterval))) // pacing of the changes, not a readiness wait
+		}
+	}()
+	select {
+	case <-callsDone:
+	case <-time.After(120 * time.Second):
+		t.Fatalf("calls still running 120 s after the start\n%s", failoverTail(p.logs(), 30))
+	}
+
+	// The early calls lived through every change: media still flows both
+	// ways and their BYE succeeds.
+	for i, c := range early {
+		mediaOK(t, fmt.Sprintf("early call %d after %d changes", i, stepsRun), c)
+		if err := c.hangup(); err != nil {
+			t.Errorf("early call %d: BYE after %d changes: %v", i, stepsRun, err)
+		}
+	}
+
+	var setupFailed, byeFailed, spanned int
+	for i, r := range results {
+		switch {
+		case r.setupErr != nil:
+			setupFailed++
+			if setupFailed <= 5 {
+				t.Errorf("call %d: set-up failed: %v", i, r.setupErr)
+			}
+		case r.byeErr != nil:
+			byeFailed++
+			if byeFailed <= 5 {
+				t.Errorf("call %d (answered under step %d, BYE under step %d): BYE failed: %v", i, r.stepUp, r.stepBye, r.byeErr)
+			}
+		case r.stepBye != r.stepUp:
+			spanned++
+		}
+	}
+	invites, answered, byes := trunk.counts()
+	okDelta := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) - okBefore
+	errDelta := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`) - errBefore
+	inForce := reloadConfigInForce(t, p)
+	t.Logf("%d calls at %d/s held %s: %d set-up failures, %d BYE failures, %d calls lived through a change; "+
+		"trunk: %d INVITEs, %d answered, %d BYEs", reloadCalls, reloadRate, reloadHold, setupFailed, byeFailed, spanned,
+		invites, answered, byes)
+	t.Logf("%d configuration changes (%d valid, %d invalid, %d with SIGHUP, %d by the file watcher alone): "+
+		"reload_total success +%v, error +%v; generation %d", stepsRun, valid, invalid, sighups, stepsRun-sighups,
+		okDelta, errDelta, inForce.Generation)
+
+	if pbx.failed.Load() != 0 || setupFailed != 0 || byeFailed != 0 {
+		t.Errorf("PBX: %d calls placed, %d failed set-ups, %d failed BYEs; want 0 failures\nesbc's warnings and errors:\n%s",
+			pbx.placed.Load(), pbx.failed.Load(), byeFailed, reloadProblems(p.logs(), 40))
+	}
+	want := reloadCalls + len(early)
+	if answered != want || byes != want {
+		t.Errorf("trunk: %d answered, %d BYEs; want %d of each (every call ended normally on both legs)", answered, byes, want)
+	}
+	if spanned == 0 {
+		t.Errorf("no call lived through a configuration change: the test did not test reload under load")
+	}
+	// Each change draws one reload per SIGHUP and at most one from the
+	// file watcher: at least one reload per file, at most two.
+	if okDelta < float64(valid) || errDelta < float64(invalid) || okDelta+errDelta > float64(stepsRun+sighups) {
+		t.Errorf("reload_total: success +%v, error +%v; want >= %d and >= %d, together <= %d",
+			okDelta, errDelta, valid, invalid, stepsRun+sighups)
+	}
+	if inForce.step() != lastValid {
+		t.Errorf("configuration in force at the end: step %d, want %d", inForce.step(), lastValid)
+	}
+	if float64(inForce.Generation) != 1+okDelta+okBefore {
+		t.Errorf("generation %d, want 1 + %v successful reloads", inForce.Generation, okDelta+okBefore)
+	}
+	if strings.Contains(p.logs(), `"level":"panic"`) || strings.Contains(p.logs(), "panic:") {
+		t.Errorf("esbc logged a panic:\n%s", failoverTail(p.logs(), 40))
+	}
+}
