@@ -56,6 +56,7 @@ func failoverSDPAddr(body []byte) (*net.UDPAddr, error) {
 type failoverRegister struct {
 	Expires string // Expires header (or the Contact's expires parameter)
 	At      time.Time
+	Source  string // ip:port it came from
 }
 
 // failoverTrunk is one trunk server at ip:port over UDP or TCP.
@@ -277,7 +278,7 @@ func (tr *failoverTrunk) onRegister(req *sip.Request, tx sip.ServerTransaction) 
 		}
 	}
 	tr.mu.Lock()
-	tr.registers = append(tr.registers, failoverRegister{Expires: exp, At: time.Now()})
+	tr.registers = append(tr.registers, failoverRegister{Expires: exp, At: time.Now(), Source: req.Source()})
 	tr.mu.Unlock()
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)
 	if c := req.Contact(); c != nil {

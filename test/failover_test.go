@@ -568,3 +568,64 @@ func TestFailoverAfterTrying(t *testing.T) {
 		t.Errorf("BYE: %v", err)
 	}
 }
+
+// TestFailoverWANClientSocketACL: toward a UDP trunk, sipgo sends esbc's
+// requests (REGISTER, OPTIONS, INVITE) from sockets it opens itself, not
+// from the WAN listener; the trunk sees that source (rport) and anyone who
+// learns it can send there. The WAN ACL must hold on those sockets too: a
+// source outside wan.acl.allow gets no answer.
+//
+// KNOWN BUG (reported): such sockets are not wrapped by the edge filter
+// (cmd/esbc/internal/app: the WAN client has no WithClientConnectionAddr,
+// and edge wraps only the listeners), so a stranger's OPTIONS is answered.
+// Kept as a marked skip; ESBC_KNOWN_BUGS=1 makes it a failure.
+func TestFailoverWANClientSocketACL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	failoverLeakCheck(t)
+	e := newFailoverEnv(t, "udp", `"127.0.0.2", "127.0.0.3"`, func(e *failoverEnv) { e.primary.start(); e.secondary.start() })
+	defer e.stop(t)
+	if !failoverPoll(15*time.Second, func() bool { return e.admin.state(t).registeredAt(failoverTrunkKey) == e.pt }) {
+		t.Fatalf("not registered at the primary: %+v", e.admin.state(t).Registrations)
+	}
+	e.primary.mu.Lock()
+	src := e.primary.registers[0].Source
+	e.primary.mu.Unlock()
+	t.Logf("esbc's REGISTER came from %s; its WAN UDP listener is %s", src, e.p.addr("wan/udp"))
+	dst, err := net.ResolveUDPAddr("udp", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The stranger first; then an allowed trunk address, answered (the
+	// socket serves); the edge handles datagrams in arrival order, so an
+	// answer to the stranger would be waiting by then.
+	stranger, allowed := secUDP(t, "127.0.0.9"), secUDP(t, "127.0.0.2")
+	if _, err := stranger.WriteToUDP(secRawOptions(stranger.LocalAddr().String()), dst); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	answered := false
+	for range 5 { // UDP: resend, bounded
+		if _, err := allowed.WriteToUDP(secRawOptions(allowed.LocalAddr().String()), dst); err != nil {
+			t.Fatal(err)
+		}
+		_ = allowed.SetReadDeadline(time.Now().Add(time.Second))
+		if n, _, err := allowed.ReadFrom(buf); err == nil && strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
+			answered = true
+			break
+		}
+	}
+	if !answered {
+		t.Fatalf("OPTIONS from the trunk's address to %s not answered: that socket does not serve requests", src)
+	}
+	_ = stranger.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, _, err := stranger.ReadFrom(buf); err == nil {
+		msg := fmt.Sprintf("KNOWN BUG (the WAN ACL is not applied on the UDP sockets sipgo opens for esbc's requests "+
+			"toward trunks): OPTIONS from 127.0.0.9, outside wan.acl.allow, to esbc's REGISTER source %s answered:\n%s", src, buf[:n])
+		if os.Getenv("ESBC_KNOWN_BUGS") == "1" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg + "\n(set ESBC_KNOWN_BUGS=1 to make this a failure)")
+	}
+}
