@@ -35,7 +35,22 @@ type B2BUA struct {
 	dialogs map[dialogKey]*Leg
 	idle    chan struct{} // closed (and replaced) when calls becomes empty
 
-	wg sync.WaitGroup // goroutines the B2BUA starts itself (hang-ups)
+	wg   sync.WaitGroup // goroutines the B2BUA starts itself and SIP handlers in progress
+	done chan struct{}  // closed when Close starts: long waits give up
+	// closeMu orders wg.Add against Close: no Add from zero once Close
+	// has begun waiting.
+	closeMu sync.RWMutex
+}
+
+// track counts a goroutine of the B2BUA unless Close has begun.
+func (b *B2BUA) track() bool {
+	b.closeMu.RLock()
+	defer b.closeMu.RUnlock()
+	if b.closed.Load() {
+		return false
+	}
+	b.wg.Add(1)
+	return true
 }
 
 // side is one SIP side.
@@ -61,6 +76,7 @@ func New(cfg *Config, deps Deps) (*B2BUA, error) {
 		calls:   make(map[string]*Call),
 		dialogs: make(map[dialogKey]*Leg),
 		idle:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	close(b.idle)
 	m, err := newMetrics(deps.Reg)
@@ -139,6 +155,14 @@ const allowMethods = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER, NO
 // guard adapts a handler and keeps a panic in it from ending the process.
 func (b *B2BUA) guard(s *side, h func(*side, *sip.Request, sip.ServerTransaction)) sipgo.RequestHandler {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
+		if !b.track() {
+			if !req.IsAck() {
+				res := sip.NewResponseFromRequest(req, 503, "Service Unavailable", nil)
+				_ = tx.Respond(res)
+			}
+			return
+		}
+		defer b.wg.Done()
 		defer func() {
 			if r := recover(); r != nil {
 				b.m.panics.Inc()
@@ -186,10 +210,14 @@ func (b *B2BUA) Draining() bool { return b.draining.Load() }
 // Close ends every call (BYE on both legs) and waits for the goroutines the
 // B2BUA started, or ctx. Idempotent.
 func (b *B2BUA) Close(ctx context.Context) error {
-	if !b.closed.CompareAndSwap(false, true) {
+	b.closeMu.Lock()
+	first := b.closed.CompareAndSwap(false, true)
+	b.closeMu.Unlock()
+	if !first {
 		return nil
 	}
 	b.draining.Store(true)
+	close(b.done)
 	b.mu.Lock()
 	calls := make([]*Call, 0, len(b.calls))
 	for _, c := range b.calls {

@@ -77,7 +77,8 @@ type Call struct {
 	setupCancel context.CancelCauseFunc
 	ackCh       chan struct{} // closed when leg A ACKs our 2xx
 	ackOnce     sync.Once
-	endCh       chan struct{} // closed by finish
+	endCh       chan struct{}         // closed by finish
+	aInviteSeq  uint32                // CSeq of leg A's INVITE (its ACK carries it too)
 	bTx         sip.ClientTransaction // INVITE transaction of leg B
 	bAck        *sip.Request          // ACK sent for B's 2xx (re-sent on retransmissions)
 	bInviteSeq  uint32
@@ -225,6 +226,7 @@ func (b *B2BUA) newCall(s *side, req *sip.Request, tx sip.ServerTransaction) (*C
 	a.Dialog.ViaHost, a.Dialog.ViaPort = b.sideAddr(cfg, s, a.Dialog.Transport)
 	a.Dialog.Contact = b.contact(cfg, s, a.Dialog.Transport)
 	c.A = a
+	c.aInviteSeq = a.Dialog.RemoteCSeq
 
 	// Leg B: a new dialog, esbc as UAC.
 	other := b.wan
@@ -453,8 +455,8 @@ func (b *B2BUA) setup(c *Call, req *sip.Request, tx sip.ServerTransaction) {
 	// 2xx from leg B.
 	c.mu.Lock()
 	b.learnDialog(c.B, res)
-	answer := res.Body()
 	c.mu.Unlock()
+	answer := res.Body()
 	if c.media != nil && len(answer) > 0 {
 		a, err := c.media.Answer(1, answer)
 		if err != nil {
@@ -468,7 +470,16 @@ func (b *B2BUA) setup(c *Call, req *sip.Request, tx sip.ServerTransaction) {
 	} else if len(answer) == 0 {
 		answer = c.lastAnswerA
 	}
-	if cause := context.Cause(c.setupCtx); cause != nil {
+	// The answered state and a hang-up during set-up are decided under
+	// c.mu: either hangup sees StateAnswered (and ends the call with BYEs)
+	// or this goroutine sees its cause (and fails the set-up).
+	c.mu.Lock()
+	cause := context.Cause(c.setupCtx)
+	if cause == nil {
+		c.state = StateAnswered
+	}
+	c.mu.Unlock()
+	if cause != nil {
 		// CANCEL or BYE crossed the 2xx: confirm leg B, then end it.
 		b.ackB(c)
 		if !errors.Is(cause, errRemoteBye) {
@@ -837,11 +848,6 @@ func (b *B2BUA) answerA(c *Call, areq *sip.Request, atx sip.ServerTransaction, b
 		}
 	}
 	sessionTimer(areq, bres, res)
-	c.mu.Lock()
-	if c.state < StateAnswered {
-		c.state = StateAnswered
-	}
-	c.mu.Unlock()
 	if err := b.send(c.A.side, atx, res); err != nil {
 		b.log.Debug("2xx to leg A failed", zap.String("call", c.ID), zap.Error(err))
 		return false
@@ -866,6 +872,8 @@ func (b *B2BUA) answerA(c *Call, areq *sip.Request, atx sip.ServerTransaction, b
 			interval = min(2*interval, sip.T2)
 			rt.Reset(interval)
 		case <-deadline.C:
+			return false
+		case <-b.done:
 			return false
 		case <-c.setupCtx.Done():
 			// BYE from either side before the ACK: hangup does the rest.
@@ -951,14 +959,14 @@ func (b *B2BUA) hangup(c *Call, from *Leg, reason string, _ int) {
 		return
 	}
 	if c.state < StateAnswered {
-		c.mu.Unlock()
 		cause := errShutdown
 		if from == c.B {
 			cause = errRemoteBye
 		} else if from == c.A {
 			cause = errCancelled
 		}
-		c.setupCancel(cause)
+		c.setupCancel(cause) // under c.mu: see setup
+		c.mu.Unlock()
 		return
 	}
 	c.state = StateEnded
@@ -976,6 +984,7 @@ func (b *B2BUA) hangup(c *Call, from *Leg, reason string, _ int) {
 		select {
 		case <-c.ackCh:
 		case <-t.C:
+		case <-b.done:
 		}
 		t.Stop()
 		b.sendBye(c, c.A)
@@ -986,10 +995,9 @@ func (b *B2BUA) hangup(c *Call, from *Leg, reason string, _ int) {
 
 // hangupAsync ends a call from a timer or the media watchdog.
 func (b *B2BUA) hangupAsync(c *Call, reason string) {
-	if b.closed.Load() {
+	if !b.track() {
 		return
 	}
-	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
 		b.hangup(c, nil, reason, 0)

@@ -2,6 +2,7 @@ package b2bua_test
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func TestOutboundCallBasic(t *testing.T) {
 	if h := inv.GetHeader("User-Agent"); h == nil || h.Value() != "esbc" {
 		t.Errorf("User-Agent %v", h)
 	}
-	if err := s.Bye(ctx); err != nil {
+	if err := hangUp(ctx, s); err != nil {
 		t.Fatalf("BYE from PBX: %v", err)
 	}
 	cdr := e.waitEnded(1)[0]
@@ -70,13 +71,16 @@ func TestInboundCallByeFromPBX(t *testing.T) {
 		t.Error("Call-ID of the trunk leg reused on the PBX leg")
 	}
 	// The PBX hangs up.
-	var sess interface{ Bye(context.Context) error }
+	var sess *sipgo.DialogServerSession
 	select {
 	case sess = <-e.pbxUAS.sessions:
 	case <-ctx.Done():
 		t.Fatal("no PBX session")
 	}
-	if err := sess.Bye(ctx); err != nil {
+	bye := sip.NewRequest(sip.BYE, sess.InviteRequest.Contact().Address)
+	bye.SetTransport("UDP")
+	bye.Laddr = sip.Addr{IP: net.ParseIP(pbxIP), Port: e.pbx.port()} // from the PBX's socket
+	if err := sess.WriteBye(ctx, bye); err != nil {
 		t.Fatalf("BYE from PBX: %v", err)
 	}
 	select {

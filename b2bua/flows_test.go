@@ -118,7 +118,7 @@ func TestAuthChallengeOnInvite(t *testing.T) {
 	if e.trkUAS.authed.Load() != 1 {
 		t.Errorf("authenticated INVITEs: %d", e.trkUAS.authed.Load())
 	}
-	if err := s.Bye(ctx); err != nil {
+	if err := hangUp(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	e.waitEnded(1)
@@ -144,7 +144,7 @@ func TestFailoverDeadPrimary(t *testing.T) {
 	if down != 1 {
 		t.Errorf("%d targets down, want the dead primary", down)
 	}
-	_ = s.Bye(ctx)
+	_ = hangUp(ctx, s)
 	e.waitEnded(1)
 }
 
@@ -163,7 +163,7 @@ func TestFailover503(t *testing.T) {
 		t.Fatal("both servers should have seen the INVITE")
 	}
 	// In-dialog requests stay with the serving target: the BYE goes to the secondary.
-	if err := s.Bye(ctx); err != nil {
+	if err := hangUp(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -186,13 +186,13 @@ func TestChannelLimit(t *testing.T) {
 	if code := statusOf(err); code != 503 {
 		t.Fatalf("second call %d (%v), want 503", code, err)
 	}
-	_ = s.Bye(ctx)
+	_ = hangUp(ctx, s)
 	e.waitEnded(2)
 	s, err = e.outbound(ctx, "94155550125")
 	if err != nil {
 		t.Fatalf("channel not released: %v", err)
 	}
-	_ = s.Bye(ctx)
+	_ = hangUp(ctx, s)
 	e.waitEnded(1)
 }
 
@@ -236,7 +236,7 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("drain ended with a call up: %v", err)
 	default:
 	}
-	_ = s.Bye(ctx)
+	_ = hangUp(ctx, s)
 	if err := <-drained; err != nil {
 		t.Fatalf("drain: %v", err)
 	}
@@ -272,6 +272,6 @@ func TestFailoverSilentPrimary(t *testing.T) {
 	if len(downs) != 1 || !strings.Contains(downs[0], trunk2IP) {
 		t.Errorf("targets down: %v", downs)
 	}
-	_ = s.Bye(ctx)
+	_ = hangUp(ctx, s)
 	e.waitEnded(1)
 }

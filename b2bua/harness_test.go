@@ -666,3 +666,11 @@ func (u *uas) setAnswer(f func([]byte) []byte) {
 	u.answerSDP = f
 	u.mu.Unlock()
 }
+
+// hangUp sends the caller's BYE from the socket of its INVITE (sipgo's own
+// Bye leaves Laddr empty and so opens a fresh UDP socket per BYE).
+func hangUp(ctx context.Context, s *sipgo.DialogClientSession) error {
+	bye := sip.NewRequest(sip.BYE, s.InviteResponse.Contact().Address)
+	bye.Laddr = s.InviteRequest.Laddr
+	return s.WriteBye(ctx, bye)
+}

@@ -28,7 +28,7 @@ func (b *B2BUA) onAck(s *side, req *sip.Request, _ sip.ServerTransaction) {
 		c.mu.Unlock()
 		return
 	}
-	initial := l == c.A && c.state < StateConfirmed && cs.SeqNo == l.Dialog.RemoteCSeq
+	initial := l == c.A && cs.SeqNo == c.aInviteSeq
 	c.mu.Unlock()
 	if initial {
 		c.ackOnce.Do(func() { close(c.ackCh) })
@@ -259,6 +259,8 @@ func (b *B2BUA) retransmit2xx(c *Call, l *Leg, s *side, tx sip.ServerTransaction
 		case <-w.ch:
 			return
 		case <-c.endCh:
+			return
+		case <-b.done:
 			return
 		case <-rt.C:
 			_ = b.send(s, tx, res)

@@ -26,7 +26,9 @@ func pbxReinvite(t *testing.T, ctx context.Context, mc *mediaCall, body []byte) 
 	}
 	if res.IsSuccess() {
 		// ACK the 2xx (same CSeq number: the dialog does not increment it for ACK).
-		if err := mc.s.WriteRequest(sip.NewRequest(sip.ACK, mc.s.InviteResponse.Contact().Address)); err != nil {
+		ack := sip.NewRequest(sip.ACK, mc.s.InviteResponse.Contact().Address)
+		ack.Laddr = mc.s.InviteRequest.Laddr // from the PBX's socket, as sipgo's own ACK does
+		if err := mc.s.WriteRequest(ack); err != nil {
 			t.Fatalf("ACK of re-INVITE: %v", err)
 		}
 	}
@@ -101,7 +103,7 @@ func TestReinviteHoldResumeRekey(t *testing.T) {
 		}
 	}
 	exchange(t, mc.pbxRTP, mc.lan, mc.trk, sdpAddr(t, res.Body()))
-	if err := mc.s.Bye(ctx); err != nil {
+	if err := hangUp(ctx, mc.s); err != nil {
 		t.Fatal(err)
 	}
 	e.waitEnded(1)
@@ -151,7 +153,7 @@ func TestInfoAndReferPolicy(t *testing.T) {
 				}
 				assertHidden(t, refers[0].String(), s.InviteRequest.CallID().Value(), e)
 			}
-			_ = s.Bye(ctx)
+			_ = hangUp(ctx, s)
 			e.waitEnded(1)
 		})
 	}
@@ -193,6 +195,6 @@ func TestSessionTimerTowardPBX(t *testing.T) {
 	if n := len(e.trkUAS.requests(sip.UPDATE)); n != 1 {
 		t.Errorf("refresh reached the trunk %d times", n)
 	}
-	_ = s.Bye(ctx)
+	_ = hangUp(ctx, s)
 	e.waitEnded(1)
 }

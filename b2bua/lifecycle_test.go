@@ -65,7 +65,7 @@ func TestInboundMediaEndToEnd(t *testing.T) {
 		!strings.Contains(body, "AES_CM_128_HMAC_SHA1_80") {
 		t.Errorf("/api/v1/calls: %d %s", rec.Code, body)
 	}
-	if err := s.Bye(ctx); err != nil {
+	if err := hangUp(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	if cdr := e.waitEnded(1)[0]; cdr.Direction != "inbound" || cdr.Disposition != "answered" {
@@ -84,7 +84,7 @@ func TestDeadTargetMidCall(t *testing.T) {
 	e.trk.close() // the serving target is gone (its sockets closed)
 	e.trk = nil
 	exchange(t, mc.pbxRTP, mc.lan, mc.trk, mc.wan)
-	if err := mc.s.Bye(ctx); err != nil {
+	if err := hangUp(ctx, mc.s); err != nil {
 		t.Fatalf("PBX BYE with the trunk server dead: %v", err)
 	}
 	if cdr := e.waitEnded(1)[0]; cdr.Disposition != "answered" {
@@ -169,6 +169,6 @@ func TestAuthChallengeInDialog(t *testing.T) {
 	default:
 		t.Fatal("the trunk did not challenge")
 	}
-	_ = s.Bye(ctx)
+	_ = hangUp(ctx, s)
 	e.waitEnded(1)
 }

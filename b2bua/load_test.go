@@ -46,7 +46,7 @@ func TestThousandCalls(t *testing.T) {
 							failed.Add(1)
 							continue
 						}
-						if err := s.Bye(ctx); err != nil {
+						if err := hangUp(ctx, s); err != nil {
 							failed.Add(1)
 						}
 					}

@@ -268,7 +268,7 @@ func TestOutboundMediaEndToEnd(t *testing.T) {
 	if len(calls) != 1 || calls[0].Legs[1].Media == nil || calls[0].Legs[1].Media.Suite == "" {
 		t.Errorf("admin view of the call: %+v", calls)
 	}
-	if err := mc.s.Bye(ctx); err != nil {
+	if err := hangUp(ctx, mc.s); err != nil {
 		t.Fatal(err)
 	}
 	cdr := e.waitEnded(1)[0]

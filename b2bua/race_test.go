@@ -151,7 +151,7 @@ func TestCancelCrossing200(t *testing.T) {
 		ringCancel()
 		if err == nil || s.InviteResponse != nil && s.InviteResponse.IsSuccess() {
 			_ = s.Ack(ctx)
-			_ = s.Bye(ctx)
+			_ = hangUp(ctx, s)
 		} else if !errors.Is(err, context.Canceled) && statusOf(err) != 487 {
 			t.Logf("call %d: %v", i, err)
 		}
