@@ -164,6 +164,9 @@ func (b *B2BUA) newCall(s *side, req *sip.Request, tx sip.ServerTransaction) (*C
 			return nil, err
 		}
 		trunkName, c.To = r.Trunk, r.Number
+		if r.Emergency {
+			b.log.Warn("emergency or special-service call", zap.String("number", dialled), zap.String("trunk", r.Trunk))
+		}
 	} else {
 		c.Direction = "inbound"
 		t, ok := b.deps.Trunks.ByAddr(sourceAddr(req.Source()))

@@ -12,6 +12,8 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/pion/srtp/v3"
+
+	"github.com/esbc/esbc/b2bua"
 )
 
 // reinvite sends an in-dialog INVITE with body from the PBX's dialog.
@@ -197,4 +199,46 @@ func TestSessionTimerTowardPBX(t *testing.T) {
 	}
 	_ = hangUp(ctx, s)
 	e.waitEnded(1)
+}
+
+// TestReloadKeepsCallSnapshot: a call keeps the configuration it started
+// with; new calls take the new one.
+func TestReloadKeepsCallSnapshot(t *testing.T) {
+	e := newEnv(t, envOpts{referRelay: false})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	refer := func(s *sipgo.DialogClientSession) int {
+		req := sip.NewRequest(sip.REFER, s.InviteResponse.Contact().Address)
+		req.AppendHeader(sip.NewHeader("Refer-To", "<sip:+14155550199@pbx.corp.local>"))
+		res, err := s.Do(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.StatusCode
+	}
+	old, err := e.outbound(ctx, "94155550123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := *e.cfg
+	cfg.Trunks = map[string]b2bua.TrunkConfig{"itsp": e.cfg.Trunks["itsp"]}
+	tc := cfg.Trunks["itsp"]
+	tc.ReferRelay = true
+	cfg.Trunks["itsp"] = tc
+	if err := e.b.SetConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if code := refer(old); code != 403 {
+		t.Errorf("REFER on the call started before the reload: %d, want 403", code)
+	}
+	nw, err := e.outbound(ctx, "94155550124")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := refer(nw); code != 200 {
+		t.Errorf("REFER on a call started after the reload: %d, want 200", code)
+	}
+	_ = hangUp(ctx, old)
+	_ = hangUp(ctx, nw)
+	e.waitEnded(2)
 }
