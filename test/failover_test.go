@@ -1,8 +1,8 @@
 package test
 
 // Issue 6 "Done when", black-box: the esbc binary between a PBX (sipgo UA,
-// plain RTP) and two trunk servers (sipgo UAs on 127.0.0.2 and 127.0.0.3)
-// that a real dnsmasq publishes as SRV primary (priority 10) and secondary
+// plain RTP) and two trunk servers (sipgo UAs on 127.0.0.2 and 127.0.0.3,
+// over UDP or TCP, each with an RTP echo) that a real dnsmasq publishes as SRV primary (priority 10) and secondary
 // (priority 20) of trunk.test. The tests kill and restart the primary and
 // count what the PBX sees. Timings are reported with t.Logf, never asserted
 // tightly: only a generous upper bound (failover_timeout + 5 s) on the set-up
@@ -235,13 +235,14 @@ func failoverTail(logs string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// failovers counts esbc's "failover to next target" log lines (INVITEs
+// failoverCount counts esbc's "failover to next target" log lines (INVITEs
 // that were retried at the next target within one call).
-func failovers(logs string) int {
+func failoverCount(logs string) int {
 	return strings.Count(logs, `"msg":"failover to next target"`)
 }
 
-// mediaOK checks that RTP crosses esbc both ways on a call: at least half
+// mediaOK (the reload and robustness tests use it too; hence no failover
+// prefix) checks that RTP crosses esbc both ways on a call: at least half
 // of 20 packets come back from the trunk's echo (loopback loses none; the
 // slack is for the relay's first-packet latching).
 func mediaOK(t *testing.T, what string, c *failoverCall) int {
@@ -280,7 +281,7 @@ func failoverWalk(t *testing.T, network string) {
 		t.FailNow()
 	}
 	t.Logf("primary dead before the call: answered by the %s in %s (INVITE failovers logged so far: %d)",
-		where, c.setup.Round(time.Millisecond), failovers(e.p.logs()))
+		where, c.setup.Round(time.Millisecond), failoverCount(e.p.logs()))
 	if where != "secondary" {
 		t.Errorf("first call answered by the %s, want the secondary", where)
 	}
@@ -363,7 +364,7 @@ func failoverWalk(t *testing.T, network string) {
 		mediaOK(t, "call up before the kill", c)
 		up = append(up, c)
 	}
-	before := failovers(e.p.logs())
+	before := failoverCount(e.p.logs())
 	e.primary.kill()
 	for i := range 3 {
 		c, where := e.landed(t)
@@ -382,7 +383,7 @@ func failoverWalk(t *testing.T, network string) {
 			t.Errorf("BYE: %v", err)
 		}
 	}
-	t.Logf("INVITE failovers after the kill: %d", failovers(e.p.logs())-before)
+	t.Logf("INVITE failovers after the kill: %d", failoverCount(e.p.logs())-before)
 	for i, c := range up {
 		n := mediaOK(t, "call up on the killed primary", c)
 		t.Logf("call %d up on the killed primary: %d/20 RTP echoes", i+1, n)
