@@ -80,9 +80,18 @@ func reloadInvalidKind(i int) string {
 	return []string{"unknown key", "bad route regexp", "bad header regexp", "yaml syntax", "unknown top-level key"}[i%5]
 }
 
-// reloadConfig is esbc's configuration for variant v: LAN and WAN over UDP
-// on loopback, one trunk at trunkPort, srtp off.
-func reloadConfig(v reloadVariant, pbxPort, trunkPort int, rtp string) []byte {
+// reloadNet is where esbc's peers are: the PBX's UDP port, the trunk's
+// port and transport (udp|tcp), and esbc's media port range.
+type reloadNet struct {
+	pbxPort, trunkPort int
+	trunkTransport     string
+	codecs             string
+	rtp                string
+}
+
+// reloadConfig is esbc's configuration for variant v: LAN over UDP and WAN
+// over UDP and TCP on loopback, one trunk, srtp off.
+func reloadConfig(v reloadVariant, n reloadNet) []byte {
 	trunkExtra, routeMatch, headerMatch, tail := "", reloadRoute(v.k), "", ""
 	switch v.invalid {
 	case "unknown key":
@@ -106,20 +115,20 @@ lan:
   pbx: { uri: "sip:127.0.0.1:%d;transport=udp", trusted: true }
   acl: { allow: ["127.0.0.0/8"] }
 wan:
-  listen: ["udp://127.0.0.1:0"]
+  listen: ["udp://127.0.0.1:0", "tcp://127.0.0.1:0"]
   advertise: 127.0.0.1
   acl: { allow: ["127.0.0.0/8"] }
 trunks:
   - name: reload
     domain: trunk.test
-    transport: udp
+    transport: %s
     servers: ["127.0.0.1:%d"]
     auth: { method: ip }
     from_user: "990500000231"
     caller_id: "+14155550100"
     allowed_caller_ids: ["+14155550100"]
     srtp: "off"
-    codecs: [PCMU, telephone-event]
+    codecs: [%s]
     channels: %d
     options_interval: 1s
     failover_timeout: 2s
@@ -136,8 +145,8 @@ media:
   rtp_ports: "%s"
   inactivity_timeout: 30s
 cdr: { file: "" }
-%s`, v.level, pbxPort, trunkPort, reloadChannels(v.k), headerMatch, reloadHeader(v.k), trunkExtra,
-		routeMatch, reloadPerIP(v.k), rtp, tail))
+%s`, v.level, n.pbxPort, n.trunkTransport, n.trunkPort, n.codecs, reloadChannels(v.k), headerMatch,
+		reloadHeader(v.k), trunkExtra, routeMatch, reloadPerIP(v.k), n.rtp, tail))
 }
 
 // reloadInForce is what /api/v1/config shows of the marks of a variant.
@@ -213,6 +222,95 @@ func reloadProblems(logs string, n int) string {
 	return strings.Join(out, "\n")
 }
 
+// reloadStats counts the configuration changes of a storm.
+type reloadStats struct {
+	steps, valid, invalid, sighups int
+	lastValid                      int // step of the last valid file
+}
+
+// reloadStorm rewrites esbc's configuration (write, rename-replace) every
+// reloadInterval until done is closed (at least 12 changes, at most
+// reloadMaxSteps): odd steps valid, even steps invalid (cycling through
+// the kinds of mistake), every third change without SIGHUP (the file
+// watcher alone). After each valid change it waits (bounded) until the
+// change is in force and stores its number in step; after each invalid one,
+// until the error is counted, and checks that the previous configuration
+// stayed in force.
+func reloadStorm(t *testing.T, p *serviceProc, write func(reloadVariant), step *atomic.Int64, done <-chan struct{}) reloadStats {
+	t.Helper()
+	var st reloadStats
+	for k := 1; k <= reloadMaxSteps; k++ {
+		select {
+		case <-done:
+			if k > 12 { // at least two rounds of every kind of change
+				return st
+			}
+		default:
+		}
+		start := time.Now()
+		v := reloadVariant{k: k, level: reloadLevel(k)}
+		if k%2 == 0 {
+			v.invalid = reloadInvalidKind(k / 2)
+		}
+		signal := k%3 != 0 // every third change is left to the file watcher
+		errNow := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`)
+		write(v)
+		if signal {
+			st.sighups++
+			if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st.steps++
+		deadline := time.Now().Add(15 * time.Second)
+		if v.invalid == "" {
+			st.valid++
+			for reloadConfigInForce(t, p).step() != k {
+				if time.Now().After(deadline) {
+					t.Fatalf("step %d (valid, sighup %v): not in force after 15 s; in force: %+v\n%s",
+						k, signal, reloadConfigInForce(t, p), failoverTail(p.logs(), 20))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			st.lastValid = k
+			step.Store(int64(k))
+		} else {
+			st.invalid++
+			for reloadMetric(t, p, `esbc_config_reload_total{result="error"}`) <= errNow {
+				if time.Now().After(deadline) {
+					t.Fatalf("step %d (%s, sighup %v): no reload error counted after 15 s\n%s",
+						k, v.invalid, signal, failoverTail(p.logs(), 20))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if got := reloadConfigInForce(t, p).step(); got != st.lastValid {
+				t.Errorf("step %d (%s): configuration in force is step %d, want the previous valid one (%d)",
+					k, v.invalid, got, st.lastValid)
+			}
+		}
+		time.Sleep(time.Until(start.Add(reloadInterval))) // pacing of the changes, not a readiness wait
+	}
+	return st
+}
+
+// check compares the reload counters and the configuration in force at
+// the end with the storm: each change draws one reload per SIGHUP and at
+// most one from the file watcher, so at least one reload per file and at
+// most two; the generation is 1 + the successful reloads.
+func (st reloadStats) check(t *testing.T, inForce reloadInForce, okBefore, okDelta, errDelta float64) {
+	t.Helper()
+	if okDelta < float64(st.valid) || errDelta < float64(st.invalid) || okDelta+errDelta > float64(st.steps+st.sighups) {
+		t.Errorf("reload_total: success +%v, error +%v; want >= %d and >= %d, together <= %d",
+			okDelta, errDelta, st.valid, st.invalid, st.steps+st.sighups)
+	}
+	if inForce.step() != st.lastValid {
+		t.Errorf("configuration in force at the end: step %d, want %d", inForce.step(), st.lastValid)
+	}
+	if float64(inForce.Generation) != 1+okDelta+okBefore {
+		t.Errorf("generation %d, want 1 + %v successful reloads", inForce.Generation, okDelta+okBefore)
+	}
+}
+
 // reloadCallResult is what the PBX saw of one call.
 type reloadCallResult struct {
 	setupErr error
@@ -233,8 +331,8 @@ func TestReloadUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	bin := serviceBuild(t, dir)
 	cfg := filepath.Join(dir, "esbc.yaml")
-	rtp := reloadRTPRange()
-	write := func(v reloadVariant) { serviceWrite(t, cfg, reloadConfig(v, pbx.port(), trunk.port, rtp)) }
+	rn := reloadNet{pbxPort: pbx.port(), trunkPort: trunk.port, trunkTransport: "udp", codecs: "PCMU, telephone-event", rtp: reloadRTPRange()}
+	write := func(v reloadVariant) { serviceWrite(t, cfg, reloadConfig(v, rn)) }
 	write(reloadVariant{k: 0, level: reloadLevel(0)})
 	p := serviceStart(t, bin, cfg)
 	defer func() {
@@ -298,61 +396,7 @@ func TestReloadUnderLoad(t *testing.T) {
 
 	// The configuration changes, every reloadInterval until the calls are
 	// over (bounded by reloadMaxSteps).
-	var valid, invalid, sighups, stepsRun int
-	lastValid := 0
-	func() {
-		for k := 1; k <= reloadMaxSteps; k++ {
-			select {
-			case <-callsDone:
-				if k > 12 { // at least two rounds of every kind of change
-					return
-				}
-			default:
-			}
-			start := time.Now()
-			v := reloadVariant{k: k, level: reloadLevel(k)}
-			if k%2 == 0 {
-				v.invalid = reloadInvalidKind(k / 2)
-			}
-			signal := k%3 != 0 // every third change is left to the file watcher
-			errNow := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`)
-			write(v)
-			if signal {
-				sighups++
-				if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-					t.Fatal(err)
-				}
-			}
-			stepsRun++
-			deadline := time.Now().Add(15 * time.Second)
-			if v.invalid == "" {
-				valid++
-				for reloadConfigInForce(t, p).step() != k {
-					if time.Now().After(deadline) {
-						t.Fatalf("step %d (valid, sighup %v): not in force after 15 s; in force: %+v\n%s",
-							k, signal, reloadConfigInForce(t, p), failoverTail(p.logs(), 20))
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
-				lastValid = k
-				step.Store(int64(k))
-			} else {
-				invalid++
-				for reloadMetric(t, p, `esbc_config_reload_total{result="error"}`) <= errNow {
-					if time.Now().After(deadline) {
-						t.Fatalf("step %d (%s, sighup %v): no reload error counted after 15 s\n%s",
-							k, v.invalid, signal, failoverTail(p.logs(), 20))
-					}
-					time.Sleep(20 * time.Millisecond)
-				}
-				if got := reloadConfigInForce(t, p).step(); got != lastValid {
-					t.Errorf("step %d (%s): configuration in force is step %d, want the previous valid one (%d)",
-						k, v.invalid, got, lastValid)
-				}
-			}
-			time.Sleep(time.Until(start.Add(reloadInterval))) // pacing of the changes, not a readiness wait
-		}
-	}()
+	st := reloadStorm(t, p, write, &step, callsDone)
 	select {
 	case <-callsDone:
 	case <-time.After(120 * time.Second):
@@ -362,9 +406,9 @@ func TestReloadUnderLoad(t *testing.T) {
 	// The early calls lived through every change: media still flows both
 	// ways and their BYE succeeds.
 	for i, c := range early {
-		mediaOK(t, fmt.Sprintf("early call %d after %d changes", i, stepsRun), c)
+		mediaOK(t, fmt.Sprintf("early call %d after %d changes", i, st.steps), c)
 		if err := c.hangup(); err != nil {
-			t.Errorf("early call %d: BYE after %d changes: %v", i, stepsRun, err)
+			t.Errorf("early call %d: BYE after %d changes: %v", i, st.steps, err)
 		}
 	}
 
@@ -393,7 +437,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		"trunk: %d INVITEs, %d answered, %d BYEs", reloadCalls, reloadRate, reloadHold, setupFailed, byeFailed, spanned,
 		invites, answered, byes)
 	t.Logf("%d configuration changes (%d valid, %d invalid, %d with SIGHUP, %d by the file watcher alone): "+
-		"reload_total success +%v, error +%v; generation %d", stepsRun, valid, invalid, sighups, stepsRun-sighups,
+		"reload_total success +%v, error +%v; generation %d", st.steps, st.valid, st.invalid, st.sighups, st.steps-st.sighups,
 		okDelta, errDelta, inForce.Generation)
 
 	if pbx.failed.Load() != 0 || setupFailed != 0 || byeFailed != 0 {
@@ -409,16 +453,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	// Each change draws one reload per SIGHUP and at most one from the
 	// file watcher: at least one reload per file, at most two.
-	if okDelta < float64(valid) || errDelta < float64(invalid) || okDelta+errDelta > float64(stepsRun+sighups) {
-		t.Errorf("reload_total: success +%v, error +%v; want >= %d and >= %d, together <= %d",
-			okDelta, errDelta, valid, invalid, stepsRun+sighups)
-	}
-	if inForce.step() != lastValid {
-		t.Errorf("configuration in force at the end: step %d, want %d", inForce.step(), lastValid)
-	}
-	if float64(inForce.Generation) != 1+okDelta+okBefore {
-		t.Errorf("generation %d, want 1 + %v successful reloads", inForce.Generation, okDelta+okBefore)
-	}
+	st.check(t, inForce, okBefore, okDelta, errDelta)
 	if strings.Contains(p.logs(), `"level":"panic"`) || strings.Contains(p.logs(), "panic:") {
 		t.Errorf("esbc logged a panic:\n%s", failoverTail(p.logs(), 40))
 	}

@@ -1,0 +1,91 @@
+//go:build e2e
+
+package test
+
+// TestReloadUnderLoad with independent peers: SIPp plays the PBX (UAC over
+// UDP, G.711 played for the hold time) and the trunk (UAS over TCP with
+// -rtp_echo, srtp off), esbc is the built binary between them, and the
+// same configuration storm runs while the calls are up. Run with
+//
+//	go test -tags e2e -race -run TestReload ./test/
+
+import (
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestReloadUnderLoadSIPp(t *testing.T) {
+	e2eRequireTool(t, "sipp")
+	e2eLeakCheck(t)
+	dir := t.TempDir()
+	trunkPort, trunkMedia := e2eFreePort(t), e2eFreeMediaPort(t)
+	pbxPort, pbxMedia := e2eFreePort(t), e2eFreeMediaPort(t)
+	trunk := e2eStartSIPp(t, dir, "trunk", false,
+		"-sf", e2eScenario(t, "uas_answer.xml"), "-t", "t1",
+		"-i", "127.0.0.1", "-p", strconv.Itoa(trunkPort), "-mp", strconv.Itoa(trunkMedia), "-rtp_echo",
+		"-max_socket", "1000")
+	waitSIPpListening(t, trunk, "tcp", trunkPort)
+
+	bin := serviceBuild(t, dir)
+	cfg := filepath.Join(dir, "esbc.yaml")
+	rn := reloadNet{pbxPort: pbxPort, trunkPort: trunkPort, trunkTransport: "tcp",
+		codecs: "PCMA, PCMU, telephone-event", rtp: reloadRTPRange()}
+	write := func(v reloadVariant) { serviceWrite(t, cfg, reloadConfig(v, rn)) }
+	write(reloadVariant{k: 0, level: reloadLevel(0)})
+	p := serviceStart(t, bin, cfg)
+	defer func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-p.exit:
+			if err != nil {
+				t.Errorf("esbc exit after SIGTERM: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("esbc did not stop 20 s after SIGTERM")
+		}
+	}()
+	okBefore := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`)
+	errBefore := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`)
+
+	lan := p.addr("lan/udp")
+	pbx := e2eStartSIPp(t, dir, "pbx", false, lan,
+		"-sf", e2eScenario(t, "uac_call.xml"), "-t", "u1",
+		"-i", "127.0.0.1", "-p", strconv.Itoa(pbxPort), "-mp", strconv.Itoa(pbxMedia),
+		"-s", reloadDialled, "-m", strconv.Itoa(reloadCalls), "-r", strconv.Itoa(reloadRate),
+		"-d", strconv.Itoa(int(reloadHold/time.Millisecond)),
+		"-recv_timeout", "10000", "-timeout", "120", "-timeout_error",
+		"-key", "pcap", pcapG711a, "-key", "pai", "4155550100", "-key", "privacy", "none")
+
+	var step atomic.Int64
+	st := reloadStorm(t, p, write, &step, pbx.done)
+	err := pbx.wait(t, 150*time.Second)
+	c := pbx.counts(t)
+	okDelta := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) - okBefore
+	errDelta := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`) - errBefore
+	t.Logf("SIPp PBX: %d created, %d successful, %d failed (exit %v); %d configuration changes (%d valid, %d invalid, "+
+		"%d with SIGHUP): reload_total success +%v, error +%v", c["Outgoing calls created"], c["Successful call"],
+		c["Failed call"], err, st.steps, st.valid, st.invalid, st.sighups, okDelta, errDelta)
+	if err != nil || c["Successful call"] != reloadCalls || c["Failed call"] != 0 {
+		t.Errorf("SIPp PBX: want %d successful and 0 failed calls, got %v (exit %v)\nerrors:\n%s\nesbc:\n%s",
+			reloadCalls, c, err, pbx.file(pbx.errFile, 30), reloadProblems(p.logs(), 30))
+	}
+	st.check(t, reloadConfigInForce(t, p), okBefore, okDelta, errDelta)
+
+	// Every call ended on the trunk side too, and no channel is left.
+	if !failoverPoll(10*time.Second, func() bool {
+		return reloadMetric(t, p, `esbc_trunk_channels_active{trunk="reload"}`) == 0
+	}) {
+		t.Errorf("esbc_trunk_channels_active{trunk=\"reload\"} = %v after every call ended",
+			reloadMetric(t, p, `esbc_trunk_channels_active{trunk="reload"}`))
+	}
+	trunk.stop()
+	checkCallee(t, trunk, reloadCalls)
+	if strings.Contains(p.logs(), "panic:") {
+		t.Errorf("esbc logged a panic:\n%s", failoverTail(p.logs(), 40))
+	}
+}
