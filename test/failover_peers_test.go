@@ -74,6 +74,7 @@ type failoverTrunk struct {
 	invites   int                // initial INVITEs received, guarded by mu
 	answered  int                // initial INVITEs answered 200, guarded by mu
 	byes      int                // BYEs received, guarded by mu
+	options   int                // OPTIONS received, guarded by mu
 	registers []failoverRegister // guarded by mu
 	sip       *failoverSIPServer // guarded by mu; nil while killed
 }
@@ -168,7 +169,12 @@ func (tr *failoverTrunk) start() {
 		})
 	})
 	srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
-		s.guard(func() { _ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil)) })
+		s.guard(func() {
+			tr.mu.Lock()
+			tr.options++
+			tr.mu.Unlock()
+			_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+		})
 	})
 	srv.OnRegister(func(req *sip.Request, tx sip.ServerTransaction) { s.guard(func() { tr.onRegister(req, tx) }) })
 	if ln != nil {
