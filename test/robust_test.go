@@ -623,3 +623,133 @@ func TestRobustBadInput(t *testing.T) {
 		t.Errorf("esbc logged a panic:\n%s", failoverTail(e.p.logs(), 40))
 	}
 }
+
+// robustLocalIP is an IPv4 address of this machine that is not loopback,
+// or "" when there is none.
+func robustLocalIP() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+			return n.IP.String()
+		}
+	}
+	return ""
+}
+
+// robustAdminConfig: the admin API on a non-loopback address of this
+// machine with a bearer token file ("" = none).
+func robustAdminConfig(ip, tokenFile string) []byte {
+	return []byte(fmt.Sprintf(`
+log: { level: info, format: json }
+admin: { listen: "%s:0", token_file: "%s" }
+shutdown_grace: 2s
+lan: { listen: ["udp://127.0.0.1:0"], advertise: 127.0.0.1 }
+wan: { listen: ["udp://127.0.0.1:0"], advertise: 127.0.0.1 }
+cdr: { file: "" }
+`, ip, tokenFile))
+}
+
+// TestRobustAdminToken: /api/ from a client that is not on loopback needs
+// the bearer token of admin.token_file (read per request), and is refused
+// outright with no token file; /healthz and /metrics stay open.
+func TestRobustAdminToken(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	ip := robustLocalIP()
+	if ip == "" {
+		t.Skip("no non-loopback IPv4 address on this machine: the admin token cannot be tested from off loopback")
+	}
+	failoverLeakCheck(t)
+	dir := t.TempDir()
+	bin := serviceBuild(t, dir)
+	token := filepath.Join(dir, "token")
+	serviceWrite(t, token, []byte("s3cr3t-token\n"))
+	cfg := filepath.Join(dir, "esbc.yaml")
+	serviceWrite(t, cfg, robustAdminConfig(ip, token))
+	p := serviceStart(t, bin, cfg)
+	defer func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exit:
+		case <-time.After(20 * time.Second):
+			t.Errorf("esbc did not stop 20 s after SIGTERM")
+		}
+	}()
+	base := "http://" + p.addr("admin")
+	if !strings.HasPrefix(p.addr("admin"), ip+":") {
+		t.Fatalf("admin bound at %s, want %s", p.addr("admin"), ip)
+	}
+	do := func(method, path, auth string) (int, http.Header) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode, res.Header
+	}
+	for _, tc := range []struct {
+		method, path, auth string
+		want               int
+	}{
+		{"GET", "/healthz", "", 200},
+		{"GET", "/metrics", "", 200},
+		{"GET", "/api/v1/config", "", 401},
+		{"GET", "/api/v1/config", "Bearer wrong", 401},
+		{"GET", "/api/v1/config", "Bearer ", 401},
+		{"GET", "/api/v1/config", "Basic czNjcjN0LXRva2VuOg==", 401},
+		{"GET", "/api/v1/config", "Bearer s3cr3t-token-and-more", 401},
+		{"GET", "/api/v1/config", "Bearer s3cr3t-toke", 401},
+		{"GET", "/api/v1/config", "Bearer " + strings.Repeat("x", 64<<10), 401},
+		{"DELETE", "/api/v1/bans/192.0.2.99", "", 401},
+		{"POST", "/api/v1/bans/192.0.2.99", "Bearer wrong", 401},
+		{"GET", "/api/v1/config", "Bearer s3cr3t-token", 200},
+		{"GET", "/api/v1/status", "Bearer s3cr3t-token", 200},
+	} {
+		code, h := do(tc.method, tc.path, tc.auth)
+		if code != tc.want {
+			t.Errorf("%s %s (Authorization %.30q): %d, want %d", tc.method, tc.path, tc.auth, code, tc.want)
+		}
+		if code == 401 && h.Get("WWW-Authenticate") == "" {
+			t.Errorf("%s %s: 401 without WWW-Authenticate", tc.method, tc.path)
+		}
+	}
+
+	// The token is read per request: a rotated token takes effect at once.
+	serviceWrite(t, token, []byte("rotated\n"))
+	if !failoverPoll(10*time.Second, func() bool { c, _ := do("GET", "/api/v1/config", "Bearer rotated"); return c == 200 }) {
+		t.Errorf("rotated token not accepted")
+	}
+	if c, _ := do("GET", "/api/v1/config", "Bearer s3cr3t-token"); c != 401 {
+		t.Errorf("old token after rotation: %d, want 401", c)
+	}
+
+	// No token file (a hot key): /api/ is loopback-only, 403 from here.
+	okBefore := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`)
+	serviceWrite(t, cfg, robustAdminConfig(ip, ""))
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !failoverPoll(15*time.Second, func() bool {
+		return reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) > okBefore
+	}) {
+		t.Fatalf("reload without token_file not applied\n%s", failoverTail(p.logs(), 20))
+	}
+	for _, auth := range []string{"", "Bearer rotated"} {
+		if c, _ := do("GET", "/api/v1/config", auth); c != 403 {
+			t.Errorf("no token file, Authorization %q: %d, want 403", auth, c)
+		}
+	}
+	if c, _ := do("GET", "/healthz", ""); c != 200 {
+		t.Errorf("/healthz: %d", c)
+	}
+}
