@@ -225,7 +225,7 @@ func (b *B2BUA) Close(ctx context.Context) error {
 	}
 	b.mu.Unlock()
 	for _, c := range calls {
-		b.hangup(c, nil, "shutdown", 0)
+		b.hangup(c, nil, "shutdown")
 	}
 	done := make(chan struct{})
 	go func() { b.wg.Wait(); close(done) }()

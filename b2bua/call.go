@@ -501,7 +501,7 @@ func (b *B2BUA) setup(c *Call, req *sip.Request, tx sip.ServerTransaction) {
 	if !ok {
 		b.log.Info("no ACK from leg A", zap.String("call", c.ID))
 		b.ackB(c)
-		b.hangup(c, nil, "no ACK", 0)
+		b.hangup(c, nil, "no ACK")
 		return
 	}
 	b.ackB(c)
@@ -955,7 +955,7 @@ func (b *B2BUA) failSetup(c *Call, areq *sip.Request, atx sip.ServerTransaction,
 
 // hangup ends a call from one leg (nil: esbc itself): BYE on the other
 // leg(s), then the bookkeeping. During set-up it only cancels the set-up.
-func (b *B2BUA) hangup(c *Call, from *Leg, reason string, _ int) {
+func (b *B2BUA) hangup(c *Call, from *Leg, reason string) {
 	c.mu.Lock()
 	if c.state == StateEnded {
 		c.mu.Unlock()
@@ -1003,7 +1003,7 @@ func (b *B2BUA) hangupAsync(c *Call, reason string) {
 	}
 	go func() {
 		defer b.wg.Done()
-		b.hangup(c, nil, reason, 0)
+		b.hangup(c, nil, reason)
 	}()
 }
 

@@ -50,7 +50,24 @@
 // other leg with SDP through media Offer/Answer; esbc ACKs re-INVITE 2xx
 // on the other leg itself and absorbs the incoming ACK. In-dialog requests
 // go to the dialog's Destination, so they stay with the serving target and
-// reuse its TLS connection (sipgo issue #361).
+// reuse its TLS connection (sipgo issue #361). A re-INVITE 2xx is
+// retransmitted over UDP until its ACK, and a relayed re-INVITE's
+// retransmitted 2xx is ACKed again. REFER toward a trunk carries only the
+// number of its Refer-To (sip:user@trunk-domain). Supported/Require lose
+// 100rel and replaces (esbc sends no PRACK and cannot replace across legs).
+// Session timers (RFC 4028): Session-Expires/Min-SE cross end to end; when
+// the PBX asks for a timer and the trunk's 2xx has none, the PBX is made
+// the refresher (Session-Expires ...;refresher=uac, Require: timer) and its
+// refreshes cross esbc, so the call is not dropped at the interval.
+//
+// # Wiring
+//
+// app's calls.go builds Config from the snapshot, the media engine, the
+// resolver, target health, the trunk set and the CDR writer, calls New and
+// Register(lan, wan) before the sockets are served, mounts CallsHandler and
+// a JSONHandler of registrations and targets, and hooks Drain (SIGTERM),
+// SetConfig (reload) and Close. Deps.CountOut feeds
+// esbc_sip_messages_total{direction="out"}.
 //
 // # Concurrency
 //

@@ -54,7 +54,7 @@ func (b *B2BUA) onBye(s *side, req *sip.Request, tx sip.ServerTransaction) {
 	}
 	c.mu.Unlock()
 	b.respond(s, req, tx, 200, "OK")
-	b.hangup(c, l, "bye from "+l.Side, 0)
+	b.hangup(c, l, "bye from "+l.Side)
 }
 
 // onInDialog relays a request inside a dialog (re-INVITE, UPDATE, INFO,
