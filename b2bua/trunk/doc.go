@@ -99,8 +99,11 @@
 //		NAT       bool          // received/rport differ from the advertised Contact
 //		PublicAddr string       // received:rport as the registrar saw it
 //		Failures  int           // consecutive failures
+//		RetryIn   time.Duration // backoff before the next attempt after a failure
 //		LastError string
-//	}                       // MarshalJSON: snake_case keys, expires_seconds
+//	}                       // MarshalJSON: snake_case keys, expires_seconds, retry_in_seconds
+//	const StateDisabled, StateUnregistered, StateRegistering, StateRegistered, StateFailed
+//	const AuthDigest, AuthIP; Default* durations
 //
 //	type Set struct{ ... }           // all trunks by name
 //	func NewSet(deps Deps) *Set
