@@ -98,6 +98,10 @@ type Config struct {
 	// MaxConnsPerSource bounds the TCP/TLS connections one untrusted
 	// source may hold open at once. Default 32; a negative value disables.
 	MaxConnsPerSource int
+	// MessageTimeout bounds the time from the first byte of a message on a
+	// TCP/TLS stream to its last (slow-header attacks): the connection is
+	// closed when it passes. Default 30s; a negative value disables.
+	MessageTimeout time.Duration
 	// TableSize bounds the per-source state table (rate buckets, bans,
 	// auth failures). Default 65536. Restart-only: SetConfig ignores it.
 	TableSize int
@@ -146,6 +150,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConnsPerSource == 0 {
 		c.MaxConnsPerSource = 32
+	}
+	if c.MessageTimeout == 0 {
+		c.MessageTimeout = 30 * time.Second
 	}
 	if c.TableSize <= 0 {
 		c.TableSize = 65536

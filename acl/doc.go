@@ -22,7 +22,9 @@
 //     admitted messages. Missing, duplicate, negative or invalid
 //     Content-Length and oversize messages close the connection (the
 //     stream cannot be resynchronised). RFC 5626 §3.5.1 CRLF keep-alives
-//     are answered here. A listener below a TLS layer sees a ClientHello
+//     are answered here. A message must be complete within MessageTimeout
+//     of its first byte (slow-header attacks), else the connection is
+//     closed; the reader's own read deadline still applies. A listener below a TLS layer sees a ClientHello
 //     (first byte 0x16): that connection passes through untouched (ACL,
 //     bans and the connection limit still apply); wrap the TLS listener
 //     too to filter the decrypted messages.

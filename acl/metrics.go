@@ -25,13 +25,14 @@ const (
 	ReasonFraming               // stream framing error: the connection is closed
 	ReasonPanic                 // the filter itself panicked (counted, packet dropped)
 	ReasonConnLimit             // too many open TCP/TLS connections from one source
+	ReasonSlow                  // a message on a stream not completed within MessageTimeout: closed
 	numReasons
 )
 
 var reasonNames = [numReasons]string{
 	"none", "denied", "banned", "rate_limit", "oversize", "user_agent", "version",
 	"too_many_headers", "line_too_long", "malformed", "method", "too_many_hops",
-	"framing", "panic", "conn_limit",
+	"framing", "panic", "conn_limit", "slow_message",
 }
 
 func (r Reason) String() string {

@@ -438,3 +438,68 @@ func TestPacketConnIPv6(t *testing.T) {
 		t.Errorf("dropped{denied} = %v", v)
 	}
 }
+
+func TestConnSlowMessageClosed(t *testing.T) {
+	g, _ := newGuard(t, Config{MessageTimeout: 300 * time.Millisecond}, nil)
+	// an idle connection between messages is not closed by the message
+	// timeout; one that stalls inside a message is
+	c, got, errc := tcpPair(t, g, "127.0.0.1")
+	m1 := string(invite("Content-Length: 0"))
+	io.WriteString(c, m1)
+	if b := <-got; string(b) != m1 {
+		t.Fatalf("got %q", b)
+	}
+	time.Sleep(600 * time.Millisecond) // idle for twice the message timeout
+	io.WriteString(c, m1)
+	if b := <-got; string(b) != m1 {
+		t.Fatalf("after idle: got %q", b)
+	}
+	io.WriteString(c, "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n") // and nothing more
+	if err := <-errc; !errors.Is(err, ErrFraming) {
+		t.Fatalf("reader error %v", err)
+	}
+	if v := testutil.ToFloat64(g.m.dropped[LAN][ReasonSlow]); v != 1 {
+		t.Errorf("dropped{slow_message} = %v", v)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("peer side not closed: %v", err)
+	}
+}
+
+func TestConnReaderDeadlineKept(t *testing.T) {
+	g, _ := newGuard(t, Config{MessageTimeout: time.Hour}, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cl, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := g.WrapConn(LAN, raw)
+	defer c.Close()
+	full := string(invite("Content-Length: 0"))
+	io.WriteString(cl, full[:30]) // a partial message
+	// the reader's own (earlier) deadline wins over the message timeout
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	_, err = c.Read(make([]byte, 100))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Read = %v, want the reader's timeout", err)
+	}
+	// a timeout is not fatal: the message completes on the next Read
+	c.SetReadDeadline(time.Time{})
+	io.WriteString(cl, full[30:])
+	buf := make([]byte, 2000)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != full {
+		t.Fatalf("after a timeout: %q %v", buf[:n], err)
+	}
+}

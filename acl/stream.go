@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -121,6 +122,27 @@ type Conn struct {
 	wmu     sync.Mutex
 	counted bool // the source's connection count includes this one
 	closed  atomic.Bool
+
+	partialSince time.Time  // guarded by rmu: when the incomplete message in buf began to arrive
+	dlMu         sync.Mutex // guards userDL
+	userDL       time.Time  // the read deadline the reader set
+}
+
+// SetReadDeadline records the reader's deadline (the message timeout is
+// combined with it) and sets it.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.dlMu.Lock()
+	c.userDL = t
+	c.dlMu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+// SetDeadline is SetReadDeadline and SetWriteDeadline.
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.dlMu.Lock()
+	c.userDL = t
+	c.dlMu.Unlock()
+	return c.Conn.SetDeadline(t)
 }
 
 // Close closes the connection and releases its place in the source's
@@ -211,10 +233,17 @@ func (c *Conn) Read(b []byte) (int, error) {
 			c.fail(err)
 			continue
 		}
+		if c.start != before {
+			c.partialSince = time.Time{}
+		}
 		if len(c.pending) > 0 || c.start != before {
 			continue
 		}
 		if err := c.fill(); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && !errors.Is(err, ErrFraming) {
+				return 0, err // the reader's deadline: not fatal
+			}
 			c.err = err
 		}
 	}
@@ -258,13 +287,37 @@ func (c *Conn) fill() error {
 		copy(nb, c.buf[:c.end])
 		c.buf = nb
 	}
+	// A message that has begun must be complete within message_timeout
+	// (slow-header / slowloris): the reader's own deadline still applies.
+	var own time.Time
+	if mt := c.g.pol.Load().cfg.MessageTimeout; mt > 0 && c.end > c.start && c.mode.Load() == modeSIP {
+		if c.partialSince.IsZero() {
+			c.partialSince = time.Now()
+		}
+		own = c.partialSince.Add(mt)
+		c.dlMu.Lock()
+		user := c.userDL
+		c.dlMu.Unlock()
+		if !user.IsZero() && user.Before(own) {
+			own = time.Time{}
+		} else {
+			_ = c.Conn.SetReadDeadline(own)
+			defer func() {
+				c.dlMu.Lock()
+				_ = c.Conn.SetReadDeadline(c.userDL)
+				c.dlMu.Unlock()
+			}()
+		}
+	}
 	n, err := c.Conn.Read(c.buf[c.end:])
 	c.end += n
-	if n > 0 {
+	if n > 0 || err == nil {
 		return nil
 	}
-	if err == nil {
-		return nil
+	var ne net.Error
+	if !own.IsZero() && errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(own) {
+		c.g.m.drop(c.side, ReasonSlow)
+		return fmt.Errorf("%w: message not complete within message_timeout", ErrFraming)
 	}
 	return err
 }
