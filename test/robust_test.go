@@ -387,6 +387,8 @@ func TestRobustBadInput(t *testing.T) {
 				c.Close()
 			}
 		}()
+		limitBefore := e.metric(t, `esbc_acl_dropped_total{reason="conn_limit",side="lan"}`) +
+			e.metric(t, `esbc_acl_dropped_total{reason="conn_limit",side="wan"}`)
 		half := []byte("OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.8:9;branch=z9hG4bKhalf\r\nContent-Length: 100\r\n")
 		for _, key := range []string{"lan/tcp", "wan/tcp"} {
 			for range 20 { // half a message, then silence
@@ -405,8 +407,18 @@ func TestRobustBadInput(t *testing.T) {
 				conns = append(conns, c)
 			}
 		}
-		// Others are served while those connections hang.
+		// Others are served while those connections hang; the idle source
+		// over its connection limit (32, both sides together) is refused
+		// at accept.
 		e.healthy(t, fmt.Sprintf("%d half-open and idle TCP connections (still open)", len(conns)))
+		limited := func() float64 {
+			return e.metric(t, `esbc_acl_dropped_total{reason="conn_limit",side="lan"}`) +
+				e.metric(t, `esbc_acl_dropped_total{reason="conn_limit",side="wan"}`)
+		}
+		if !failoverPoll(10*time.Second, func() bool { return limited() >= limitBefore+80-32 }) {
+			t.Errorf("conn_limit drops %v → %v, want at least +%d (80 connections from one source, limit 32)",
+				limitBefore, limited(), 80-32)
+		}
 		for _, c := range conns {
 			c.Close()
 		}
@@ -595,12 +607,39 @@ func TestRobustBadInput(t *testing.T) {
 	// consult target health, so the PBX's 503 comes after ~31 s, a hair
 	// before its own transaction times out. The response code is checked
 	// always; the bound only with ESBC_KNOWN_BUGS=1.
-	t.Run("dead trunk", func(t *testing.T) {
+	//
+	// Meanwhile 20 half-open TCP connections per SIP listener (half a
+	// message, then silence) must be closed by esbc itself after the
+	// acl's message timeout (30 s), counted as slow_message.
+	t.Run("dead trunk and slow half-open TCP", func(t *testing.T) {
 		if !failoverPoll(15*time.Second, func() bool {
 			return strings.Contains(e.p.logs(), `"msg":"trunk target down","trunk":"dead"`)
 		}) {
 			t.Logf("the dead trunk's target was not reported down by its OPTIONS")
 		}
+		half := []byte("INVITE sip:1@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.11:9;branch=z9hG4bKslow\r\nFrom: <sip:")
+		slowBefore := e.metric(t, `esbc_acl_dropped_total{reason="slow_message",side="lan"}`) +
+			e.metric(t, `esbc_acl_dropped_total{reason="slow_message",side="wan"}`)
+		opened := time.Now()
+		var slow []net.Conn
+		defer func() {
+			for _, c := range slow {
+				c.Close()
+			}
+		}()
+		// One source per listener: the per-source connection limit (32)
+		// spans both sides.
+		for key, src := range map[string]string{"lan/tcp": "127.0.0.11", "wan/tcp": "127.0.0.12"} {
+			for range 20 {
+				c, err := robustDial(t, src, e.p.addr(key))
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = c.Write(half)
+				slow = append(slow, c)
+			}
+		}
+
 		code, took := e.invite(t, robustDead, failoverSDP("127.0.0.1", 40000))
 		t.Logf("dead trunk (%s): %d after %s", robustDead, code, took.Round(time.Millisecond))
 		if code != 503 && code != 408 && code != 480 {
@@ -615,7 +654,24 @@ func TestRobustBadInput(t *testing.T) {
 				t.Log(msg + " (set ESBC_KNOWN_BUGS=1 to make this a failure)")
 			}
 		}
-		e.healthy(t, "a call to a dead trunk")
+
+		open := 0
+		for _, c := range slow {
+			if _, closed := robustDrain(c, time.Until(opened.Add(45*time.Second))); !closed {
+				open++
+			}
+		}
+		slowAfter := e.metric(t, `esbc_acl_dropped_total{reason="slow_message",side="lan"}`) +
+			e.metric(t, `esbc_acl_dropped_total{reason="slow_message",side="wan"}`)
+		t.Logf("half-open TCP: %d of %d still open 45 s after their first byte; slow_message drops %v → %v",
+			open, len(slow), slowBefore, slowAfter)
+		if open > 0 {
+			t.Errorf("%d half-open TCP connections still open 45 s after their first byte (message timeout 30 s)", open)
+		}
+		if slowAfter < slowBefore+float64(len(slow)) {
+			t.Errorf("slow_message drops %v → %v, want +%d", slowBefore, slowAfter, len(slow))
+		}
+		e.healthy(t, "a call to a dead trunk and slow TCP peers")
 	})
 
 	e.settle(t, "every case")
