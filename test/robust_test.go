@@ -456,7 +456,23 @@ func TestRobustBadInput(t *testing.T) {
 			_, _ = c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03})
 			hangs = append(hangs, c)
 		}
-		e.healthy(t, "TLS garbage, old versions and 10 stalled handshakes")
+		// Handshake completed, then garbage inside TLS.
+		for i, b := range robustGarbage(r, 12) {
+			d := &cryptotls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 13)}},
+				Config: &cryptotls.Config{RootCAs: e.roots, ServerName: "127.0.0.1"}}
+			c, err := d.Dial("tcp", addr)
+			if err != nil {
+				t.Fatalf("TLS connection %d: %v", i, err)
+			}
+			_, _ = c.Write(b)
+			_, _ = c.Write([]byte("\r\n\r\n"))
+			out, _ := robustDrain(c, 300*time.Millisecond)
+			c.Close()
+			if out = bytes.TrimLeft(out, "\r\n"); len(out) > 0 && !bytes.HasPrefix(out, []byte("SIP/2.0 ")) {
+				t.Errorf("answer to garbage over TLS is not SIP: %q", out)
+			}
+		}
+		e.healthy(t, "TLS garbage, old versions, 10 stalled handshakes, garbage inside TLS")
 		for _, c := range hangs {
 			c.Close()
 		}
