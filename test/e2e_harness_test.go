@@ -1,9 +1,7 @@
-//go:build e2e || bench
-
 // Package test holds black-box tests of the esbc binary over loopback with
-// real peers (SIPp). They run with `go test -tags e2e ./test/` (the bench
-// files with -tags bench). A missing tool skips the test unless
-// ESBC_REQUIRE_TOOLS=1, which turns the skip into a failure (CI).
+// real peers. The SIPp tests (e2e_*) run with `make e2e` / `make test`
+// (about 90 s; `go test -short` skips them). A missing tool skips a test
+// unless ESBC_REQUIRE_TOOLS=1, which turns the skip into a failure (CI).
 package test
 
 import (
@@ -50,6 +48,9 @@ func e2ePortBound(transport string, port int) bool {
 // on PATH, and returns its path.
 func e2eRequireTool(t testing.TB, name string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("e2e with external tools: skipped in -short mode")
+	}
 	p, err := exec.LookPath(name)
 	if err != nil {
 		msg := fmt.Sprintf("%s not installed (apt-get install -y %s); set ESBC_REQUIRE_TOOLS=1 to make this a failure", name, e2eAptPackage(name))
