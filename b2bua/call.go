@@ -546,7 +546,7 @@ func (b *B2BUA) inviteTarget(c *Call, areq *sip.Request, atx sip.ServerTransacti
 	tx, err := send()
 	if err != nil {
 		b.markDown(c, t, "transport: "+err.Error())
-		return nil, true, err
+		return nil, !last, err
 	}
 	c.mu.Lock()
 	c.bTx = tx

@@ -43,7 +43,10 @@ func Status(err error) (int, string) {
 		return 487, "Request Terminated"
 	case errors.Is(err, errRemoteBye):
 		return 480, "Temporarily Unavailable"
-	case errors.Is(err, ErrNoTargets), errors.Is(err, sip.ErrTransactionTimeout), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ErrNoTargets):
+		// No trunk server reachable: 503 lets the PBX try another route.
+		return 503, "Service Unavailable"
+	case errors.Is(err, sip.ErrTransactionTimeout), errors.Is(err, context.DeadlineExceeded):
 		return 408, "Request Timeout"
 	case errors.Is(err, sip.ErrTransactionTransport):
 		return 503, "Service Unavailable"

@@ -24,12 +24,14 @@ package app
 
 import (
 	"context"
+	cryptotls "crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -135,12 +137,68 @@ func installCalls(d CallsDeps) error {
 		}
 	})
 
+	verify := func(cs cryptotls.ConnectionState) error { return verifyByTrunk(cs, trunks, d.TrunkTLS) }
+	trunkVerifier.Store(&verify)
+
 	d.Hooks.OnDrain("calls", b.Drain)
 	d.Hooks.OnClose("calls", func(ctx context.Context) error {
 		unsubscribe()
+		trunkVerifier.Store(nil)
 		return errors.Join(b.Close(ctx), closeAll(ctx))
 	})
 	return nil
+}
+
+// trunkVerifier is the certificate check of trunk servers, installed by
+// installCalls (it needs the trunk set).
+var trunkVerifier atomic.Pointer[func(cryptotls.ConnectionState) error]
+
+// verifyTrunkServer is meant for the WAN UserAgent's client TLS profile
+// (tls.Config.VerifyConnection, with InsecureSkipVerify so that Go's own
+// check against the dialled host is skipped): sipgo dials a trunk target
+// by IP and sets ServerName to that IP, so a trunk certificate carrying
+// only names (every real trunk) fails Go's default verification. This
+// verifies it instead against the profile of the trunk that owns the IP
+// (d.TrunkTLS: wan.tls.ca_file, trunks[].tls.server_name or domain).
+func verifyTrunkServer(cs cryptotls.ConnectionState) error {
+	f := trunkVerifier.Load()
+	if f == nil {
+		return errors.New("tls: trunk verifier not installed")
+	}
+	return (*f)(cs)
+}
+
+// verifyByTrunk checks cs against the TLS profile of the trunk whose server
+// was dialled when cs.ServerName names it. sipgo dials trunk targets by IP
+// and Go neither sends nor reports an IP as server name, so in practice the
+// certificate must satisfy the profile of one configured trunk (CA of
+// wan.tls.ca_file and that trunk's name): a certificate for another
+// trunk's name is accepted too, a weaker binding than per-IP.
+func verifyByTrunk(cs cryptotls.ConnectionState, trunks *trunk.Set, profile func(string) (*cryptotls.Config, error)) error {
+	check := func(name string) error {
+		cfg, err := profile(name)
+		if err != nil {
+			return err
+		}
+		if cfg.VerifyConnection == nil {
+			return fmt.Errorf("tls: trunk %s: profile without verification", name)
+		}
+		return cfg.VerifyConnection(cs)
+	}
+	if a, err := netip.ParseAddr(cs.ServerName); err == nil {
+		if t, ok := trunks.ByAddr(a); ok {
+			return check(t.Name())
+		}
+	}
+	var errs []error
+	for _, t := range trunks.All() {
+		err := check(t.Name())
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("tls: no trunk profile accepts the certificate of %s: %w", cs.ServerName, errors.Join(errs...))
 }
 
 // sideClient is the LAN client: requests toward the PBX over UDP leave from
