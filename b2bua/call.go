@@ -30,6 +30,7 @@ const (
 	StateEnded
 )
 
+// String is the state's name in the admin API and logs.
 func (s CallState) String() string {
 	return [...]string{"setup", "early", "answered", "confirmed", "ended"}[s]
 }
