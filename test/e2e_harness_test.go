@@ -1,7 +1,10 @@
+//go:build e2e
+
 // Package test holds black-box tests of the esbc binary over loopback with
-// real peers. The SIPp tests (e2e_*) run with `make e2e` / `make test`
-// (about 90 s; `go test -short` skips them). A missing tool skips a test
-// unless ESBC_REQUIRE_TOOLS=1, which turns the skip into a failure (CI).
+// real peers. The SIPp tests (e2e_*) are behind the e2e build tag, as the
+// other SIPp/e2e files of this package: `go test -tags e2e ./test/` (about
+// 90 s; -short skips them). A missing tool skips a test unless
+// ESBC_REQUIRE_TOOLS=1, which turns the skip into a failure (CI).
 package test
 
 import (
