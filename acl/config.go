@@ -93,7 +93,7 @@ type Config struct {
 	// MaxLineBytes bounds one header line. Default 8192.
 	MaxLineBytes int
 	// ServerHeader is the Server header of the responses the edge sends
-	// itself (400, 405, 483, 505, 513). Default "esbc"; "-" sends none.
+	// itself (400, 405, 483, 505). Default "esbc"; "-" sends none.
 	ServerHeader string
 	// MaxConnsPerSource bounds the TCP/TLS connections one untrusted
 	// source may hold open at once. Default 32; a negative value disables.

@@ -37,8 +37,8 @@
 //     From, To, Call-ID and bad Content-Length (400 with a reason phrase).
 //     A response is sent only to a request that is not ACK and carries Via
 //     and CSeq (RFC 3261 §8.2.6, §18.2.2: back to the source address);
-//     anything else is dropped. Oversize datagrams get 513 (RFC 3261
-//     §21.5.14). Every refusal is counted in
+//     anything else is dropped. Oversize datagrams get 400 "Message Too Large" (SPEC §5; RFC 3261
+//     would say 513). Every refusal is counted in
 //     esbc_acl_dropped_total{side,reason}.
 //   - Handler: GET/DELETE (and POST) /api/v1/bans.
 //   - MethodAllowed, NextMaxForwards: request-level checks for the B2BUA.

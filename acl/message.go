@@ -418,9 +418,10 @@ func (p *policy) decide(s Side, b []byte, m *message, stream bool) (action, Reas
 		code = 405
 	case ReasonTooManyHops:
 		code = 483
-	case ReasonOversize:
-		code = 513
 	}
+	// Oversize gets 400 "Message Too Large" (SPEC §5: 400 with a reason
+	// phrase), not RFC 3261's 513: the SPEC is the contract admins and
+	// acceptance checks rely on, and the reason phrase keeps the cause.
 	return actRespond, r, code
 }
 

@@ -122,10 +122,10 @@ func TestOversizeDatagram(t *testing.T) {
 	msg := invite("Content-Length: 2000")
 	msg = append(msg, bytes.Repeat([]byte("v=0\r\n"), 400)...)
 	act, r, code, resp := p.checkDatagram(LAN, msg, false)
-	if act != actRespond || r != ReasonOversize || code != 513 {
+	if act != actRespond || r != ReasonOversize || code != 400 {
 		t.Fatalf("got %v %v %d", act, r, code)
 	}
-	checkResponse(t, *resp, 513)
+	checkResponse(t, *resp, 400)
 	// a datagram that filled the read buffer may be truncated: same answer
 	act, r, _, _ = p.checkDatagram(LAN, invite(), true)
 	if act != actRespond || r != ReasonOversize {

@@ -14,7 +14,7 @@ const (
 	ReasonDenied                // source not allowed by the side's allow/deny (or not a trunk on the WAN)
 	ReasonBanned                // source banned
 	ReasonRateLimit             // source over security.rate_limit
-	ReasonOversize              // message over max_message_bytes (513 on UDP where routable)
+	ReasonOversize              // message over max_message_bytes (400 on UDP where routable)
 	ReasonUserAgent             // User-Agent on the deny list (silent)
 	ReasonVersion               // SIP version other than 2.0 (505 where routable)
 	ReasonTooManyHeaders        // more than max_headers header fields (400)
@@ -73,7 +73,7 @@ func newMetrics(banned func() float64) *metrics {
 	})
 	resp := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "esbc_acl_responses_total",
-		Help: "Error responses (400/405/483/505/513) sent by the edge itself, by side.",
+		Help: "Error responses (400/405/483/505) sent by the edge itself, by side.",
 	}, []string{"side"})
 	gauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "esbc_acl_banned",
