@@ -11,7 +11,7 @@ import (
 // Defaults applied by New to zero-valued Config fields.
 const (
 	DefaultRegisterExpires   = 600 * time.Second
-	DefaultOptionsInterval   = 30 * time.Second
+	DefaultOptionsInterval   = 30 * time.Second // the config default of options_interval; New does not apply it (0 = off)
 	DefaultFailoverTimeout   = 2 * time.Second
 	DefaultFailbackHoldDown  = 60 * time.Second
 	DefaultKeepaliveInterval = 30 * time.Second
@@ -40,7 +40,7 @@ type Config struct {
 	Register   bool // send REGISTER (AuthDigest only)
 
 	RegisterExpires   time.Duration // Expires asked for; default 600s
-	OptionsInterval   time.Duration // OPTIONS keepalive/probe period; default 30s; < 0 disables
+	OptionsInterval   time.Duration // OPTIONS keepalive/probe period; 0 (or < 0) = off, as options_interval: 0 (the config layer supplies the 30s default)
 	FailoverTimeout   time.Duration // no first answer in this time = target down; default 2s
 	FailbackHoldDown  time.Duration // a recovered target is preferred again after this; default 60s
 	KeepaliveInterval time.Duration // RFC 5626 CRLF ping on tcp/tls; default 30s; < 0 disables
@@ -76,7 +76,6 @@ func (c *Config) setDefaults() {
 		}
 	}
 	def(&c.RegisterExpires, DefaultRegisterExpires)
-	def(&c.OptionsInterval, DefaultOptionsInterval)
 	def(&c.FailoverTimeout, DefaultFailoverTimeout)
 	def(&c.FailbackHoldDown, DefaultFailbackHoldDown)
 	def(&c.KeepaliveInterval, DefaultKeepaliveInterval)

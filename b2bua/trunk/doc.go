@@ -48,7 +48,7 @@
 //		Username, Password string
 //		Register  bool          // REGISTER when AuthMethod is digest
 //		RegisterExpires  time.Duration // default 600s
-//		OptionsInterval  time.Duration // default 30s; < 0 disables OPTIONS
+//		OptionsInterval  time.Duration // 0 or < 0: no OPTIONS (options_interval: 0 = off)
 //		FailoverTimeout  time.Duration // default 2s: no answer in this time = target down
 //		FailbackHoldDown time.Duration // default 60s
 //		KeepaliveInterval time.Duration // CRLF ping on tcp/tls; default 30s; < 0 disables

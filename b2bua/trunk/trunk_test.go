@@ -667,3 +667,23 @@ func TestUDPClient(t *testing.T) {
 		})
 	}
 }
+
+// options_interval: 0 means no OPTIONS (config.example.yaml: "0 = off"):
+// New keeps 0, and the trunk still resolves its servers for Owns.
+func TestOptionsOff(t *testing.T) {
+	r := newRegistrar(t, "udp", "127.0.0.1")
+	e := newEnv(t, "udp")
+	cfg := e.config("udp", r.addr)
+	cfg.AuthMethod, cfg.Register, cfg.OptionsInterval = AuthIP, false, 0
+	tr := e.start(t, cfg)
+	if got := tr.Config().OptionsInterval; got != 0 {
+		t.Fatalf("OptionsInterval %s after New, want 0 (off)", got)
+	}
+	waitFor(t, "servers resolved", func() bool { return tr.Owns(netip.MustParseAddr("127.0.0.1")) })
+	if err := closeTrunk(t, tr); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.optionsCount(); n != 0 {
+		t.Fatalf("%d OPTIONS with options_interval 0", n)
+	}
+}
