@@ -14,10 +14,13 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o esbc ./cmd/esbc
 
-## test: vet and every test with the race detector
+## test: vet and every test with the race detector, including the black-box
+## e2e tests in test/ (build tag e2e: the esbc binary against SIPp, dnsmasq,
+## stunnel). This is what CI runs.
 test:
-	$(GO) vet ./...
-	$(GO) test -race -timeout 30m ./...
+	$(GO) vet -tags e2e ./...
+	$(GO) vet -tags bench ./test/bench/
+	$(GO) test -race -tags e2e -timeout 60m ./...
 
 ## check: formatting, vet, golangci-lint (when installed), tests
 check:
@@ -30,11 +33,11 @@ check:
 
 ## e2e: black-box tests (binary, SIPp, dnsmasq, stunnel, baresip)
 e2e:
-	$(GO) test -race -v ./test/...
+	$(GO) test -race -tags e2e -v -timeout 60m ./test/...
 
 ## bench: micro-benchmarks, then the load tests behind the bench tag
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./media/... ./b2bua/...
+	$(GO) test -run '^$$' -bench . -benchmem ./media/... ./b2bua/... ./acl/... ./nat/...
 	$(GO) test -tags bench -v -timeout 30m ./test/bench/...
 
 ## fuzz-short: every fuzz target for $(FUZZTIME) each (<= 60s per target)
