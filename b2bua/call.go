@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -1046,9 +1047,24 @@ func (b *B2BUA) doRequest(ctx context.Context, c *Call, l *Leg, req *sip.Request
 // the Accepted state), so that retransmitted 2xx reach OnRetransmission.
 func (b *B2BUA) doTx(ctx context.Context, c *Call, l *Leg, req *sip.Request) (*sip.Response, sip.ClientTransaction, error) {
 	cli := l.side.ep.Client
+	movedOn := false
 	for try := 0; ; try++ {
 		res, tx, err := b.final(ctx, cli, req)
 		if err != nil {
+			// The connection the dialog came in on (a peer's TLS/TCP client
+			// connection) may be gone: try once more at the peer's Contact.
+			if alt := b.contactDest(c, l); alt != "" && !movedOn && ctx.Err() == nil {
+				movedOn = true
+				c.mu.Lock()
+				l.Dialog.Destination = alt
+				req.RemoveHeader("Via")
+				req.PrependHeader(l.Dialog.via())
+				c.mu.Unlock()
+				req.SetDestination(alt)
+				b.log.Info("in-dialog request moved to the peer's Contact", zap.String("call", c.ID),
+					zap.String("side", l.Side), zap.String("dest", alt), zap.Error(err))
+				continue
+			}
 			return nil, nil, err
 		}
 		if (res.StatusCode == 401 || res.StatusCode == 407) && try < 2 && l.Side == "wan" && c.trunk != nil {
@@ -1180,4 +1196,32 @@ func supportsTimer(req *sip.Request) bool {
 		}
 	}
 	return false
+}
+
+// contactDest is the "ip:port" of leg l's remote target when it differs
+// from where the dialog lives (a UAS leg over TCP/TLS whose peer's client
+// connection may close), else "".
+func (b *B2BUA) contactDest(c *Call, l *Leg) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := &l.Dialog
+	if !l.UAS || d.Transport == "UDP" {
+		return ""
+	}
+	ip, err := netip.ParseAddr(d.RemoteTarget.Host)
+	if err != nil {
+		return ""
+	}
+	port := d.RemoteTarget.Port
+	if port == 0 {
+		port = 5060
+		if d.Transport == "TLS" {
+			port = 5061
+		}
+	}
+	alt := netip.AddrPortFrom(ip.Unmap(), uint16(port)).String()
+	if alt == d.Destination {
+		return ""
+	}
+	return alt
 }

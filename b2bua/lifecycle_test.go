@@ -172,3 +172,35 @@ func TestAuthChallengeInDialog(t *testing.T) {
 	_ = hangUp(ctx, s)
 	e.waitEnded(1)
 }
+
+// TestInboundByeAfterTrunkConnectionClosed: the trunk's TLS connection that
+// carried its INVITE is closed; the PBX's BYE still reaches the trunk (esbc
+// falls back from the dialog's connection to the trunk's Contact).
+func TestInboundByeAfterTrunkConnectionClosed(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.inbound(ctx, "+14155550100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { c := e.b.Calls(); return len(c) == 1 && c[0].State == "confirmed" }, "call not confirmed")
+	conn, err := e.trk.ua.TransportLayer().GetConnection("tls", e.wan.addr)
+	if err != nil || conn == nil {
+		t.Fatalf("trunk's connection to esbc: %v", err)
+	}
+	_ = conn.Close()
+	sess := <-e.pbxUAS.sessions
+	bye := sip.NewRequest(sip.BYE, sess.InviteRequest.Contact().Address)
+	bye.SetTransport("UDP")
+	bye.Laddr = sip.Addr{IP: net.ParseIP(pbxIP), Port: e.pbx.port()}
+	if err := sess.WriteBye(ctx, bye); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Context().Done():
+	case <-ctx.Done():
+		t.Fatal("trunk leg not ended: BYE lost with the connection")
+	}
+	e.waitEnded(1)
+}
