@@ -132,6 +132,13 @@ func TestInfoAndReferPolicy(t *testing.T) {
 				got[0].GetHeader("Content-Type").Value() != "application/dtmf-relay" {
 				t.Fatalf("INFO at the trunk: %v", got)
 			}
+			opts := sip.NewRequest(sip.OPTIONS, s.InviteResponse.Contact().Address)
+			if res, err := s.Do(ctx, opts); err != nil || res.StatusCode != 200 {
+				t.Fatalf("in-dialog OPTIONS: %v %v", res, err)
+			}
+			if n := len(e.trkUAS.requests(sip.OPTIONS)); n != 1 {
+				t.Errorf("in-dialog OPTIONS reached the trunk %d times", n)
+			}
 			refer := sip.NewRequest(sip.REFER, s.InviteResponse.Contact().Address)
 			refer.AppendHeader(sip.NewHeader("Refer-To", "<sip:+14155550199@"+pbxIP+";transport=udp?Replaces=abc%40pbx.corp.local>"))
 			res, err := s.Do(ctx, refer)
