@@ -69,6 +69,8 @@
 //		Health   *locate.Health    // shared target health
 //		Log      *zap.Logger       // nil = zap.NewNop()
 //		Reg      prometheus.Registerer // nil = no metrics registered
+//		AddrsChanged func()        // optional: a trunk's resolved addresses changed (or trunks
+//		                           // were replaced/removed): re-read Set.Addrs() into the WAN ACL
 //	}
 //
 //	func New(cfg Config, deps Deps) (*Trunk, error)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -94,6 +95,9 @@ func (s *Set) Apply(ctx context.Context, cfgs []Config) error {
 		if _, kept := next[name]; !kept {
 			old.deps.Health.Forget(name)
 		}
+	}
+	if s.deps.AddrsChanged != nil && !maps.EqualFunc(prev, next, func(a, b *Trunk) bool { return a == b }) {
+		s.deps.AddrsChanged() // trunks (and so addresses) were removed or replaced
 	}
 	for name, t := range next {
 		if prev[name] != t {

@@ -3,6 +3,7 @@ package trunk
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -33,6 +34,11 @@ type Deps struct {
 	Health    *locate.Health        // target health shared with the B2BUA
 	Log       *zap.Logger           // nil = zap.NewNop()
 	Reg       prometheus.Registerer // nil = no metrics registered
+	// AddrsChanged, when set, is called after a trunk's resolved server
+	// addresses changed (first resolution included), on the goroutine that
+	// resolved them: the app re-reads Set.Addrs() into the WAN ACL (SPEC §4:
+	// an empty allow list follows the trunks' servers). It must not block.
+	AddrsChanged func()
 }
 
 // Trunk is the runtime of one trunk. See the package documentation.
@@ -202,8 +208,12 @@ func (t *Trunk) Targets(ctx context.Context) ([]locate.Target, error) {
 		addrs[x.Addr.Addr().Unmap()] = struct{}{}
 	}
 	t.mu.Lock()
+	changed := !maps.Equal(t.addrs, addrs)
 	t.addrs = addrs
 	t.mu.Unlock()
+	if changed && t.deps.AddrsChanged != nil {
+		t.deps.AddrsChanged()
+	}
 	return t.deps.Health.Order(t.cfg.Name, ts), nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -685,5 +686,42 @@ func TestOptionsOff(t *testing.T) {
 	}
 	if n := r.optionsCount(); n != 0 {
 		t.Fatalf("%d OPTIONS with options_interval 0", n)
+	}
+}
+
+// Deps.AddrsChanged tells the app when Set.Addrs() changes: the first
+// resolution of each trunk, and a trunk removed at reload.
+func TestAddrsChanged(t *testing.T) {
+	e := newEnv(t, "udp")
+	var calls atomic.Int64
+	deps := e.deps(t)
+	deps.AddrsChanged = func() { calls.Add(1) }
+	s := NewSet(deps)
+	ctx := context.Background()
+	t.Cleanup(func() { _ = s.Close(ctx) })
+	a := e.config("udp", "127.0.0.3:5999")
+	a.Name, a.AuthMethod, a.Register = "a", AuthIP, false
+	b := a
+	b.Name, b.Servers = "b", []string{"127.0.0.4:5999"}
+	if err := s.Apply(ctx, []Config{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both trunks resolved", func() bool { return len(s.Addrs()) == 2 })
+	waitFor(t, "a notification per trunk", func() bool { return calls.Load() >= 2 })
+	before := calls.Load()
+	if _, err := s.All()[0].Targets(ctx); err != nil { // same addresses: no notification
+		t.Fatal(err)
+	}
+	if calls.Load() != before {
+		t.Fatal("notified without a change")
+	}
+	if err := s.Apply(ctx, []Config{a}); err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() == before {
+		t.Fatal("no notification when a trunk was removed")
+	}
+	if got := s.Addrs(); len(got) != 1 || got[0] != netip.MustParseAddr("127.0.0.3") {
+		t.Fatalf("Addrs after removal: %v", got)
 	}
 }
