@@ -50,7 +50,9 @@
 // other leg with SDP through media Offer/Answer; esbc ACKs re-INVITE 2xx
 // on the other leg itself and absorbs the incoming ACK. In-dialog requests
 // go to the dialog's Destination, so they stay with the serving target and
-// reuse its TLS connection (sipgo issue #361). A re-INVITE 2xx is
+// reuse its TLS connection (sipgo issue #361); when that connection is gone
+// (a peer's own client connection closed) the request is retried once at
+// the peer's Contact. A re-INVITE 2xx is
 // retransmitted over UDP until its ACK, and a relayed re-INVITE's
 // retransmitted 2xx is ACKed again. REFER toward a trunk carries only the
 // number of its Refer-To (sip:user@trunk-domain). Supported/Require lose
