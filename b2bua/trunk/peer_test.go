@@ -325,8 +325,9 @@ type tapConn struct {
 
 func (c *tapConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if n > 0 && bytes.Equal(b[:n], crlfPing) {
-		c.r.crlf.Add(1)
+	// Pings may coalesce in one read; a SIP message never is CRLF only.
+	if n >= len(crlfPing) && len(bytes.Trim(b[:n], "\r\n")) == 0 {
+		c.r.crlf.Add(int64(n / len(crlfPing)))
 	}
 	return n, err
 }
