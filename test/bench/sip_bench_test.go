@@ -10,7 +10,7 @@
 // Knobs (environment):
 //
 //	ESBC_BENCH_CPS      rates tried in order, stopping at the first with a failed call
-//	                    (default "250,500,750,1000,1250,1500,1750,2000")
+//	                    (default "100,200,300,400,600,800,1000,1200,1500,2000")
 //	ESBC_BENCH_SECONDS  length of each rate step (default 30)
 //	ESBC_BENCH_CALLS    concurrent calls of the memory figure (default 1000)
 //	ESBC_BENCH_KEEP=1   keep the work directory (esbc log, SIPp screens and errors)
@@ -242,7 +242,7 @@ func cpsLadder(t *testing.T, transport string) {
 	e := sipStartESBC(t, n.dir, n.config(), n.admin)
 	secs := sipEnvInts("ESBC_BENCH_SECONDS", "30")[0]
 	best := 0
-	for i, rate := range sipEnvInts("ESBC_BENCH_CPS", "250,500,750,1000,1250,1500,1750,2000") {
+	for i, rate := range sipEnvInts("ESBC_BENCH_CPS", "100,200,300,400,600,800,1000,1200,1500,2000") {
 		calls := rate * secs
 		cpu0 := e.cpu(t)
 		c, s, wall := n.pbxCalls(t, fmt.Sprintf("pbx-%d-%d", i, rate), calls, rate, 0, rate*10)
