@@ -78,6 +78,7 @@ func compile(cfg Config, source string, embedded bool) (*Snapshot, error) {
 
 	for i := range cfg.Trunks {
 		v.trunk(i, &cfg.Trunks[i], s.TrunkIndex)
+		v.trunkListener(i, &cfg.Trunks[i], s.WANListen, len(cfg.WAN.Listen) > 0)
 	}
 
 	n := cfg.Numbering
@@ -494,6 +495,21 @@ func (v validator) caFile(key, f string) {
 	if n == 0 {
 		v.errs.add(key, "no PEM certificate found")
 	}
+}
+
+// trunkListener checks that a registering trunk has a WAN listener of its
+// transport: the Contact it registers must name a port esbc listens on, or
+// the provider's inbound calls (and the registration itself) go nowhere.
+func (v validator) trunkListener(i int, t *Trunk, wan []Listen, declared bool) {
+	if !t.Auth.Register || !declared || len(wan) == 0 {
+		return // no wan.listen at all is reported under wan.listen itself
+	}
+	for _, l := range wan {
+		if l.Network == t.Transport {
+			return
+		}
+	}
+	v.errs.add(fmt.Sprintf("trunks[%d].transport", i), "registering over %q needs a %s:// listener in wan.listen for the Contact", t.Transport, t.Transport)
 }
 
 func (v validator) trunk(i int, t *Trunk, index map[string]int) {
