@@ -324,7 +324,7 @@ func (b *B2BUA) send(s *side, tx sip.ServerTransaction, res *sip.Response) error
 func (b *B2BUA) build(c *sipgo.Client, r *sip.Request) error {
 	if b.deps.CountOut != nil {
 		side := "wan"
-		if b.lan != nil && c == b.lan.ep.Client {
+		if b.lan != nil && (c == b.lan.ep.Client || c == b.lan.ep.UDPClient) {
 			side = "lan"
 		}
 		b.deps.CountOut(side, string(r.Method))

@@ -49,6 +49,16 @@ type Leg struct {
 	idx  int // media leg index: 0 = A, 1 = B
 }
 
+// client is the sipgo client that sends this leg's requests: the side's
+// UDP-bound client for a UDP dialog when there is one (requests leave from
+// the listening socket), else the side's client.
+func (l *Leg) client() *sipgo.Client {
+	if l.Dialog.Transport == "UDP" && l.side.ep.UDPClient != nil {
+		return l.side.ep.UDPClient
+	}
+	return l.side.ep.Client
+}
+
 func (l *Leg) key() dialogKey {
 	return dialogKey{callID: l.Dialog.CallID, localTag: l.Dialog.LocalTag}
 }
@@ -532,7 +542,7 @@ func (b *B2BUA) inviteTarget(c *Call, areq *sip.Request, atx sip.ServerTransacti
 	c.mu.Unlock()
 	b.buildInvite(c, areq, req, body)
 
-	cli := c.B.side.ep.Client
+	cli := c.B.client()
 	authTries := 0
 	send := func() (sip.ClientTransaction, error) {
 		// The context bounds the connection set-up only (TCP/TLS to a dead
@@ -687,7 +697,7 @@ func (b *B2BUA) sendCancel(c *Call, inv *sip.Request) {
 		defer b.wg.Done()
 		ctx, done := context.WithTimeout(context.Background(), 32*sip.T1)
 		defer done()
-		res, err := c.B.side.ep.Client.Do(ctx, cancel, b.build)
+		res, err := c.B.client().Do(ctx, cancel, b.build)
 		if err != nil || res.StatusCode != 200 {
 			b.log.Debug("CANCEL not confirmed", zap.String("call", c.ID), zap.Error(err))
 		}
@@ -898,7 +908,7 @@ func (b *B2BUA) ackB(c *Call) {
 	c.bAck = ack
 	tx := c.bTx
 	c.mu.Unlock()
-	cli := c.B.side.ep.Client
+	cli := c.B.client()
 	tmpl := ack.Clone()
 	if tx != nil {
 		tx.OnRetransmission(func(r *sip.Response) {
@@ -1046,7 +1056,7 @@ func (b *B2BUA) doRequest(ctx context.Context, c *Call, l *Leg, req *sip.Request
 // response. An INVITE transaction is left to end by itself (Timer M in
 // the Accepted state), so that retransmitted 2xx reach OnRetransmission.
 func (b *B2BUA) doTx(ctx context.Context, c *Call, l *Leg, req *sip.Request) (*sip.Response, sip.ClientTransaction, error) {
-	cli := l.side.ep.Client
+	cli := l.client()
 	movedOn := false
 	for try := 0; ; try++ {
 		res, tx, err := b.final(ctx, cli, req)

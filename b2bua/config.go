@@ -160,6 +160,11 @@ type MediaSession interface {
 type Endpoint struct {
 	Server *sipgo.Server
 	Client *sipgo.Client
+	// UDPClient, when set, sends the requests of UDP dialogs: a client made
+	// WithClientConnectionAddr(the side's UDP listening socket), so that the
+	// peer sees requests from the port it sends to (sipgo otherwise opens a
+	// fresh ephemeral socket per client transaction). It cannot dial TCP/TLS.
+	UDPClient *sipgo.Client
 }
 
 // Deps are the long-lived collaborators of the B2BUA.

@@ -181,7 +181,7 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 		}
 		ack := peer.Dialog.newRequest(sip.ACK, seq)
 		c.mu.Unlock()
-		cli := peer.side.ep.Client
+		cli := peer.client()
 		tmpl := ack.Clone()
 		if otx != nil {
 			// A lost ACK: the peer retransmits its 2xx; answer each again.

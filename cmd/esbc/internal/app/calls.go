@@ -30,12 +30,10 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
-	"github.com/emiago/sipgo/sip"
 	"go.uber.org/zap"
 
 	"github.com/esbc/esbc/b2bua"
@@ -60,8 +58,20 @@ func installCalls(d CallsDeps) error {
 	}
 	res := locate.NewResolver(locateConfig(snap), log.Named("locate"), d.Registerer)
 	health := locate.NewHealth(log.Named("health"), d.Registerer)
+	lanUDP, err := udpClient(d.LAN)
+	if err != nil {
+		_ = eng.Close()
+		_ = res.Close()
+		return err
+	}
+	wanUDP, err := udpClient(d.WAN)
+	if err != nil {
+		_ = eng.Close()
+		_ = res.Close()
+		return err
+	}
 	trunks := trunk.NewSet(trunk.Deps{
-		Client: d.WAN.Client, UA: d.WAN.UA, Resolver: res, Health: health,
+		Client: d.WAN.Client, UDPClient: wanUDP, UA: d.WAN.UA, Resolver: res, Health: health,
 		Log: log.Named("trunk"), Reg: d.Registerer,
 	})
 	cdrw, err := cdr.NewWriter(snap.CDR.File, log.Named("cdr"), d.Registerer)
@@ -75,11 +85,6 @@ func installCalls(d CallsDeps) error {
 	}
 
 	cfg, err := b2buaConfig(snap, d)
-	if err != nil {
-		_ = closeAll(context.Background())
-		return err
-	}
-	lanCli, err := sideClient(d.LAN, cfg)
 	if err != nil {
 		_ = closeAll(context.Background())
 		return err
@@ -98,8 +103,8 @@ func installCalls(d CallsDeps) error {
 		_ = closeAll(context.Background())
 		return err
 	}
-	if err := b.Register(b2bua.Endpoint{Server: d.LAN.Server, Client: lanCli},
-		b2bua.Endpoint{Server: d.WAN.Server, Client: d.WAN.Client}); err != nil {
+	if err := b.Register(b2bua.Endpoint{Server: d.LAN.Server, Client: d.LAN.Client, UDPClient: lanUDP},
+		b2bua.Endpoint{Server: d.WAN.Server, Client: d.WAN.Client, UDPClient: wanUDP}); err != nil {
 		_ = closeAll(context.Background())
 		return err
 	}
@@ -201,27 +206,25 @@ func verifyByTrunk(cs cryptotls.ConnectionState, trunks *trunk.Set, profile func
 	return fmt.Errorf("tls: no trunk profile accepts the certificate of %s: %w", cs.ServerName, errors.Join(errs...))
 }
 
-// sideClient is the LAN client: requests toward the PBX over UDP leave from
-// the UDP listening socket (the PBX sees the address it sends to), not from
-// a fresh ephemeral socket as sipgo would otherwise do.
-func sideClient(s *SideSIP, cfg *b2bua.Config) (*sipgo.Client, error) {
-	var pbx sip.Uri
-	if cfg.PBX == "" || sip.ParseUri(cfg.PBX, &pbx) != nil {
-		return s.Client, nil
-	}
-	if tr, _ := pbx.UriParams.Get("transport"); tr != "" && !strings.EqualFold(tr, "udp") {
-		return s.Client, nil
-	}
+// udpClient is a client of side s that sends from its UDP listening
+// socket (nil when the side has no UDP listener): the PBX and UDP trunks see
+// requests from the address they send to, not from a fresh ephemeral socket
+// per transaction as sipgo does otherwise.
+func udpClient(s *SideSIP) (*sipgo.Client, error) {
 	for _, l := range s.Listeners {
 		if l.Network == "udp" {
 			opts := []sipgo.ClientOption{sipgo.WithClientConnectionAddr(l.Addr.String())}
 			if s.Advertise != "" {
 				opts = append(opts, sipgo.WithClientHostname(s.Advertise))
 			}
-			return sipgo.NewClient(s.UA, opts...)
+			c, err := sipgo.NewClient(s.UA, opts...)
+			if err != nil {
+				return nil, fmt.Errorf("%s udp client: %w", s.Side, err)
+			}
+			return c, nil
 		}
 	}
-	return s.Client, nil
+	return nil, nil
 }
 
 // b2buaConfig maps a snapshot to the B2BUA's configuration.
