@@ -99,6 +99,12 @@ type Call struct {
 	lastAnswerA []byte          // last SDP answer sent to leg A during setup
 	identity    header.Identity // caller identity written on leg B's INVITE
 	reAck       [2]*ackWait     // a relayed re-INVITE's 2xx waiting for its ACK, per leg
+	// lateOffer: leg A's INVITE had no SDP (delayed offer): leg B's 2xx
+	// carries the offer, leg A's ACK the answer, which esbc relays in its
+	// ACK to leg B.
+	lateOffer bool
+	ackBody   []byte // body of leg A's ACK (late offer)
+	ackCType  string
 }
 
 // ackWait is a 2xx to a re-INVITE waiting for the ACK with CSeq seq.
@@ -160,7 +166,8 @@ func (b *B2BUA) newCall(s *side, req *sip.Request, tx sip.ServerTransaction) (*C
 	if req.Contact() == nil || req.From() == nil || req.CSeq() == nil {
 		return nil, ErrBadRequest
 	}
-	c := &Call{ID: newCallID(), Start: time.Now(), cfg: cfg, ackCh: make(chan struct{}), endCh: make(chan struct{})}
+	c := &Call{ID: newCallID(), Start: time.Now(), cfg: cfg, ackCh: make(chan struct{}), endCh: make(chan struct{}),
+		lateOffer: len(req.Body()) == 0}
 	c.setupCtx, c.setupCancel = context.WithCancelCause(context.Background())
 	c.From = req.From().Address.User
 	var trunkName string
@@ -472,7 +479,18 @@ func (b *B2BUA) setup(c *Call, req *sip.Request, tx sip.ServerTransaction) {
 	b.learnDialog(c.B, res)
 	c.mu.Unlock()
 	answer := res.Body()
-	if c.media != nil && len(answer) > 0 {
+	if c.lateOffer && c.media != nil && len(answer) > 0 {
+		// Delayed offer: leg B's 2xx offers; leg A answers in its ACK.
+		o, err := c.media.Offer(1, answer)
+		if err != nil {
+			b.log.Warn("offer in leg B's 2xx not acceptable", zap.String("call", c.ID), zap.Error(err))
+			b.ackB(c)
+			b.sendBye(c, c.B)
+			b.failSetup(c, req, tx, err)
+			return
+		}
+		answer = o
+	} else if c.media != nil && len(answer) > 0 {
 		a, err := c.media.Answer(1, answer)
 		if err != nil {
 			b.log.Warn("answer from leg B not acceptable", zap.String("call", c.ID), zap.Error(err))
@@ -813,6 +831,9 @@ func (b *B2BUA) relayProvisional(c *Call, areq *sip.Request, atx sip.ServerTrans
 		}
 	}
 	c.mu.Unlock()
+	if c.lateOffer {
+		body = nil // an offer in an unreliable 18x: not relayed (no PRACK)
+	}
 	if len(body) > 0 {
 		if c.media != nil {
 			a, err := c.media.Answer(1, body)
@@ -907,7 +928,25 @@ func (b *B2BUA) ackB(c *Call) {
 	ack := c.B.Dialog.newRequest(sip.ACK, c.bInviteSeq)
 	c.bAck = ack
 	tx := c.bTx
+	body, ctype := c.ackBody, c.ackCType
 	c.mu.Unlock()
+	if c.lateOffer && len(body) > 0 {
+		if c.media != nil {
+			a, err := c.media.Answer(0, body)
+			if err != nil {
+				b.log.Warn("answer in leg A's ACK not acceptable", zap.String("call", c.ID), zap.Error(err))
+				a = nil
+			}
+			body, ctype = a, "application/sdp"
+		}
+		if len(body) > 0 {
+			if ctype == "" {
+				ctype = "application/sdp"
+			}
+			ack.AppendHeader(sip.NewHeader("Content-Type", ctype))
+			ack.SetBody(body)
+		}
+	}
 	cli := c.B.client()
 	tmpl := ack.Clone()
 	if tx != nil {

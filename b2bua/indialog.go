@@ -29,6 +29,12 @@ func (b *B2BUA) onAck(s *side, req *sip.Request, _ sip.ServerTransaction) {
 		return
 	}
 	initial := l == c.A && cs.SeqNo == c.aInviteSeq
+	if initial && c.ackBody == nil && len(req.Body()) > 0 {
+		c.ackBody = req.Body()
+		if h := req.GetHeader("Content-Type"); h != nil && validValue(h.Value()) {
+			c.ackCType = h.Value()
+		}
+	}
 	c.mu.Unlock()
 	if initial {
 		c.ackOnce.Do(func() { close(c.ackCh) })

@@ -286,3 +286,63 @@ func assertHidden(t testing.TB, msg, pbxCallID string, e *env) {
 		}
 	}
 }
+
+// TestLateOffer: the PBX sends an INVITE without SDP (delayed offer, as
+// some PBXs do); the trunk offers in its 2xx, the PBX answers in its ACK,
+// esbc relays the answer in its ACK to the trunk, and media flows.
+func TestLateOffer(t *testing.T) {
+	e := withMedia(t, envOpts{})
+	trk := newSRTPPeer(t, trunkIP)
+	e.trkUAS.setScript(func(u *uas, req *sip.Request, tx sip.ServerTransaction) {
+		if len(req.Body()) != 0 {
+			t.Errorf("INVITE toward the trunk has a body in a delayed-offer call")
+		}
+		sess, err := u.dsc.ReadInvite(req, tx)
+		if err != nil {
+			return
+		}
+		u.sessions <- sess
+		_ = sess.Respond(200, "OK", trk.sdp("1"), sip.NewHeader("Content-Type", "application/sdp"))
+	})
+	pbxRTP, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(pbxIP)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pbxRTP.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	uri := sip.Uri{Scheme: "sip", User: "94155550123", Host: lanIP, Port: e.lan.port()}
+	s, err := e.pbxUAC.dcc.Invite(ctx, uri, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	offer := s.InviteResponse.Body()
+	if strings.Contains(string(offer), "crypto") || !strings.Contains(string(offer), "RTP/AVP") {
+		t.Fatalf("offer toward the PBX:\n%s", offer)
+	}
+	ack := sip.NewRequest(sip.ACK, s.InviteResponse.Contact().Address)
+	ack.Laddr = s.InviteRequest.Laddr
+	ack.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	ack.SetBody(sdpOffer(pbxIP, pbxRTP.LocalAddr().(*net.UDPAddr).Port))
+	if err := s.WriteAck(ctx, ack); err != nil {
+		t.Fatal(err)
+	}
+	var trunkAck *sip.Request
+	waitFor(t, func() bool {
+		for _, r := range e.trkUAS.requests(sip.ACK) {
+			trunkAck = r
+		}
+		return trunkAck != nil
+	}, "no ACK at the trunk")
+	if trk.answer(t, trunkAck.Body()) == nil {
+		t.Fatalf("ACK toward the trunk carries no SDES answer:\n%s", trunkAck.Body())
+	}
+	exchange(t, pbxRTP, sdpAddr(t, offer), trk, sdpAddr(t, trunkAck.Body()))
+	if err := hangUp(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEnded(1)
+}
