@@ -43,7 +43,9 @@
 // trunk's credentials; 18x (with early-media SDP through media Answer) and
 // the final response are relayed to leg A; a 2xx is retransmitted on UDP
 // until leg A's ACK, and leg B's 2xx is ACKed when leg A's ACK arrives
-// (ACK end to end). CANCEL from leg A cancels leg B (after its first
+// (ACK end to end). A delayed offer (INVITE without SDP) is handled: leg
+// B's 2xx offer goes through media Offer and leg A's ACK answer is carried
+// in the ACK to leg B. CANCEL from leg A cancels leg B (after its first
 // provisional, RFC 3261 §9.1); a 2xx that crosses a CANCEL or a BYE is
 // ACKed and ended with BYE. In-dialog requests (re-INVITE, UPDATE, INFO,
 // OPTIONS, REFER per trunk policy, NOTIFY, MESSAGE) are relayed to the
