@@ -29,6 +29,7 @@
 //	func (b *B2BUA) Drain(ctx) error                     // 503 + Retry-After to new INVITEs; waits for calls
 //	func (b *B2BUA) Close(ctx) error                     // BYE on every call, waits for own goroutines
 //	func (b *B2BUA) Calls() []CallInfo; ActiveCalls() int; Draining() bool
+//	func (b *B2BUA) Snapshot() []CallSnapshot            // plain-value state of every call (HA)
 //	func (b *B2BUA) CallsHandler() http.Handler          // GET /api/v1/calls
 //	func JSONHandler(fn func() any) http.Handler         // GET /api/v1/registrations
 //	func Status(err error) (int, string); MapResponse(code int) int

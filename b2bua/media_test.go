@@ -268,6 +268,13 @@ func TestOutboundMediaEndToEnd(t *testing.T) {
 	if len(calls) != 1 || calls[0].Legs[1].Media == nil || calls[0].Legs[1].Media.Suite == "" {
 		t.Errorf("admin view of the call: %+v", calls)
 	}
+	// The call's state in plain values (HA): both dialogs and the keys.
+	snap := e.b.Snapshot()
+	if len(snap) != 1 || snap[0].State != "confirmed" || snap[0].A.Dialog.RemoteTag != "pbxtag1" ||
+		snap[0].B.Dialog.RemoteTag == "" || snap[0].B.Target.Addr.String() != e.trk.addr ||
+		snap[0].Media == nil || len(snap[0].Media.Legs[1].Streams) == 0 || len(snap[0].Media.Legs[1].Streams[0].SendKey) == 0 {
+		t.Errorf("snapshot: %+v", snap)
+	}
 	if err := hangUp(ctx, mc.s); err != nil {
 		t.Fatal(err)
 	}
