@@ -5,11 +5,14 @@ package test
 // TestReloadUnderLoad with independent peers: SIPp plays the PBX (UAC over
 // UDP, G.711 played for the hold time) and the trunk (UAS over TCP with
 // -rtp_echo, srtp off), esbc is the built binary between them, and the
-// same configuration storm runs while the calls are up. Run with
+// same configuration storm runs while the calls are up, this time on a
+// Kubernetes-style ConfigMap mount (symlink swaps). Run with
 //
 //	go test -tags e2e -race -run TestReload ./test/
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,17 +28,23 @@ func TestReloadUnderLoadSIPp(t *testing.T) {
 	dir := t.TempDir()
 	trunkPort, trunkMedia := e2eFreePort(t), e2eFreeMediaPort(t)
 	pbxPort, pbxMedia := e2eFreePort(t), e2eFreeMediaPort(t)
-	trunk := e2eStartSIPp(t, dir, "trunk", false,
+	trunk := e2eStartSIPp(t, dir, "trunk", true,
 		"-sf", e2eScenario(t, "uas_answer.xml"), "-t", "t1",
 		"-i", "127.0.0.1", "-p", strconv.Itoa(trunkPort), "-mp", strconv.Itoa(trunkMedia), "-rtp_echo",
 		"-max_socket", "1000")
 	waitSIPpListening(t, trunk, "tcp", trunkPort)
 
 	bin := serviceBuild(t, dir)
-	cfg := filepath.Join(dir, "esbc.yaml")
+	// The configuration is a Kubernetes-style ConfigMap mount: every change
+	// is a symlink swap.
+	cmDir := filepath.Join(dir, "configmap")
+	if err := os.Mkdir(cmDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg, publish := reloadConfigMap(t, cmDir)
 	rn := reloadNet{pbxPort: pbxPort, trunkPort: trunkPort, trunkTransport: "tcp",
 		codecs: "PCMA, PCMU, telephone-event", rtp: reloadRTPRange()}
-	write := func(v reloadVariant) { serviceWrite(t, cfg, reloadConfig(v, rn)) }
+	write := func(v reloadVariant) { publish(reloadConfig(v, rn)) }
 	write(reloadVariant{k: 0, level: reloadLevel(0)})
 	p := serviceStart(t, bin, cfg)
 	defer func() {
@@ -68,8 +77,8 @@ func TestReloadUnderLoadSIPp(t *testing.T) {
 	okDelta := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) - okBefore
 	errDelta := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`) - errBefore
 	t.Logf("SIPp PBX: %d created, %d successful, %d failed (exit %v); %d configuration changes (%d valid, %d invalid, "+
-		"%d with SIGHUP): reload_total success +%v, error +%v", c["Outgoing calls created"], c["Successful call"],
-		c["Failed call"], err, st.steps, st.valid, st.invalid, st.sighups, okDelta, errDelta)
+		"%d by the file watcher alone, %d SIGHUPs): reload_total success +%v, error +%v", c["Outgoing calls created"],
+		c["Successful call"], c["Failed call"], err, st.steps, st.valid, st.invalid, st.watcherOnly, st.sighups, okDelta, errDelta)
 	if err != nil || c["Successful call"] != reloadCalls || c["Failed call"] != 0 {
 		t.Errorf("SIPp PBX: want %d successful and 0 failed calls, got %v (exit %v)\nerrors:\n%s\nesbc:\n%s",
 			reloadCalls, c, err, pbx.file(pbx.errFile, 30), reloadProblems(p.logs(), 30))
@@ -85,6 +94,23 @@ func TestReloadUnderLoadSIPp(t *testing.T) {
 	}
 	trunk.stop()
 	checkCallee(t, trunk, reloadCalls)
+
+	// Header rules are hot: new calls carry the rule of the configuration
+	// in force when they were set up. Only valid steps (odd) may show up,
+	// never an invalid file's (even), and more than one step was seen.
+	seen := map[string]int{}
+	for _, m := range requests(trunk.messages(t), "INVITE", false) {
+		v := m.Header("X-Reload-Gen")
+		seen[v]++
+		var k int
+		if _, err := fmt.Sscanf(v, "gen-%d", &k); err != nil || (k != 0 && k%2 == 0) {
+			t.Errorf("an INVITE toward the trunk carries X-Reload-Gen %q: not a valid configuration's", v)
+		}
+	}
+	t.Logf("X-Reload-Gen of the INVITEs toward the trunk: %v", seen)
+	if len(seen) < 3 {
+		t.Errorf("X-Reload-Gen took %d values over %d valid changes: header rule changes not applied to new calls", len(seen), st.valid)
+	}
 	if strings.Contains(p.logs(), "panic:") {
 		t.Errorf("esbc logged a panic:\n%s", failoverTail(p.logs(), 40))
 	}

@@ -224,15 +224,17 @@ func reloadProblems(logs string, n int) string {
 
 // reloadStats counts the configuration changes of a storm.
 type reloadStats struct {
-	steps, valid, invalid, sighups int
-	lastValid                      int // step of the last valid file
+	steps, valid, invalid int
+	sighups               int // signals sent
+	watcherOnly           int // changes left to the file watcher alone
+	lastValid             int // step of the last valid file
 }
 
 // reloadStorm rewrites esbc's configuration (write, rename-replace) every
 // reloadInterval until done is closed (at least 12 changes, at most
 // reloadMaxSteps): odd steps valid, even steps invalid (cycling through
 // the kinds of mistake), every third change without SIGHUP (the file
-// watcher alone). After each valid change it waits (bounded) until the
+// watcher alone), every fifth with three SIGHUPs back to back. After each valid change it waits (bounded) until the
 // change is in force and stores its number in step; after each invalid one,
 // until the error is counted, and checks that the previous configuration
 // stayed in force.
@@ -253,9 +255,16 @@ func reloadStorm(t *testing.T, p *serviceProc, write func(reloadVariant), step *
 			v.invalid = reloadInvalidKind(k / 2)
 		}
 		signal := k%3 != 0 // every third change is left to the file watcher
+		if !signal {
+			st.watcherOnly++
+		}
 		errNow := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`)
 		write(v)
-		if signal {
+		burst := 1
+		if k%5 == 0 {
+			burst = 3 // an impatient admin: SIGHUPs back to back
+		}
+		for i := 0; signal && i < burst; i++ {
 			st.sighups++
 			if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 				t.Fatal(err)
@@ -294,9 +303,9 @@ func reloadStorm(t *testing.T, p *serviceProc, write func(reloadVariant), step *
 }
 
 // check compares the reload counters and the configuration in force at
-// the end with the storm: each change draws one reload per SIGHUP and at
-// most one from the file watcher, so at least one reload per file and at
-// most two; the generation is 1 + the successful reloads.
+// the end with the storm: each change draws at most one reload per SIGHUP
+// (the signal channel may coalesce a burst) and at most one from the file
+// watcher, and at least one; the generation is 1 + the successful reloads.
 func (st reloadStats) check(t *testing.T, inForce reloadInForce, okBefore, okDelta, errDelta float64) {
 	t.Helper()
 	if okDelta < float64(st.valid) || errDelta < float64(st.invalid) || okDelta+errDelta > float64(st.steps+st.sighups) {
@@ -440,8 +449,8 @@ func TestReloadUnderLoad(t *testing.T) {
 	t.Logf("%d calls at %d/s held %s: %d set-up failures, %d BYE failures, %d calls lived through a change; "+
 		"trunk: %d INVITEs, %d answered, %d BYEs", reloadCalls, reloadRate, reloadHold, setupFailed, byeFailed, spanned,
 		invites, answered, byes)
-	t.Logf("%d configuration changes (%d valid, %d invalid, %d with SIGHUP, %d by the file watcher alone): "+
-		"reload_total success +%v, error +%v; generation %d", st.steps, st.valid, st.invalid, st.sighups, st.steps-st.sighups,
+	t.Logf("%d configuration changes (%d valid, %d invalid, %d by the file watcher alone, %d SIGHUPs): "+
+		"reload_total success +%v, error +%v; generation %d", st.steps, st.valid, st.invalid, st.watcherOnly, st.sighups,
 		okDelta, errDelta, inForce.Generation)
 
 	if pbx.failed.Load() != 0 || setupFailed != 0 || byeFailed != 0 {
@@ -460,4 +469,40 @@ func TestReloadUnderLoad(t *testing.T) {
 	if strings.Contains(p.logs(), `"level":"panic"`) || strings.Contains(p.logs(), "panic:") {
 		t.Errorf("esbc logged a panic:\n%s", failoverTail(p.logs(), 40))
 	}
+}
+
+// reloadConfigMap lays out dir as Kubernetes mounts a ConfigMap volume
+// (esbc.yaml -> ..data/esbc.yaml, ..data -> ..<version>) and returns the
+// configuration path and a writer that publishes a new version the way
+// the kubelet does: a new version directory, then an atomic rename of a
+// fresh ..data symlink over the old one.
+func reloadConfigMap(t *testing.T, dir string) (string, func([]byte)) {
+	t.Helper()
+	version := 0
+	publish := func(data []byte) {
+		t.Helper()
+		version++
+		v := fmt.Sprintf("..%d", version)
+		if err := os.Mkdir(filepath.Join(dir, v), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, v, "esbc.yaml"), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(v, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		if version > 2 { // the kubelet removes the old version
+			_ = os.RemoveAll(filepath.Join(dir, fmt.Sprintf("..%d", version-2)))
+		}
+	}
+	cfg := filepath.Join(dir, "esbc.yaml")
+	if err := os.Symlink(filepath.Join("..data", "esbc.yaml"), cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, publish
 }
