@@ -538,6 +538,24 @@ func TestRobustBadInput(t *testing.T) {
 		e.healthy(t, "requests missing mandatory headers")
 	})
 
+	t.Run("stray in-dialog requests", func(t *testing.T) {
+		c := secUDP(t, "127.0.0.1")
+		for _, m := range []string{"BYE", "INFO", "UPDATE", "CANCEL"} {
+			msg := strings.Replace(string(secRawOptions(c.LocalAddr().String())), "OPTIONS", m, 2)
+			if m != "CANCEL" {
+				msg = strings.Replace(msg, "To: <sip:127.0.0.1>", "To: <sip:127.0.0.1>;tag=nosuchdialog", 1)
+			}
+			if got := robustAsk(t, c, e.p.addr("lan/udp"), []byte(msg), 2*time.Second); !strings.HasPrefix(got, "SIP/2.0 481") {
+				t.Errorf("%s for no dialog: answered %q, want 481", m, got)
+			}
+		}
+		ack := strings.Replace(string(secRawOptions(c.LocalAddr().String())), "OPTIONS", "ACK", 2)
+		if got := robustAsk(t, c, e.p.addr("lan/udp"), []byte(ack), 300*time.Millisecond); got != "" {
+			t.Errorf("stray ACK answered %q", got)
+		}
+		e.healthy(t, "stray in-dialog requests")
+	})
+
 	t.Run("admin API bad input", func(t *testing.T) {
 		base := "http://" + e.p.addr("admin")
 		for _, tc := range []struct {
@@ -594,6 +612,8 @@ func TestRobustBadInput(t *testing.T) {
 			{"no route", robustNoRoute, failoverSDP("127.0.0.1", 40000), []int{404}},
 			{"emergency toward emergency:false", robustEmergency, failoverSDP("127.0.0.1", 40000), []int{403}},
 			{"no common codec", robustLive, robustSDP(40000, "9 G722/8000", "3 GSM/8000"), []int{488}},
+			{"unparseable SDP", robustLive, []byte("v=0\r\nm=audio notaport RTP/AVP\r\nc=IN IP4\r\n\x00\xff"), []int{400, 488}},
+			{"SDP without audio", robustLive, []byte("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"), []int{488}},
 		} {
 			code, took := e.invite(t, tc.number, tc.body)
 			t.Logf("%s (%s): %d after %s", tc.name, tc.number, code, took.Round(time.Millisecond))
