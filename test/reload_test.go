@@ -65,9 +65,10 @@ func reloadRTPRange() string {
 // reloadVariant is what one configuration file says. The valid fields
 // carry the step number k so that the test can tell which file is in force.
 type reloadVariant struct {
-	k       int
-	level   string // log.level
-	invalid string // "" or the kind of mistake written into the file
+	k        int
+	level    string // log.level
+	invalid  string // "" or the kind of mistake written into the file
+	channels int    // trunks[0].channels; 0 = reloadChannels(k)
 }
 
 // reloadChannels etc. are the step's marks in the configuration in force.
@@ -104,6 +105,10 @@ func reloadConfig(v reloadVariant, n reloadNet) []byte {
 		tail = "routes: [\n"
 	case "unknown top-level key":
 		tail = "bogus: { answer: 42 }\n"
+	}
+	channels := v.channels
+	if channels == 0 {
+		channels = reloadChannels(v.k)
 	}
 	return []byte(fmt.Sprintf(`
 log: { level: %s, format: json }
@@ -145,7 +150,7 @@ media:
   rtp_ports: "%s"
   inactivity_timeout: 30s
 cdr: { file: "" }
-%s`, v.level, n.pbxPort, n.trunkTransport, n.trunkPort, n.codecs, reloadChannels(v.k), headerMatch,
+%s`, v.level, n.pbxPort, n.trunkTransport, n.trunkPort, n.codecs, channels, headerMatch,
 		reloadHeader(v.k), trunkExtra, routeMatch, reloadPerIP(v.k), n.rtp, tail))
 }
 
@@ -320,6 +325,17 @@ func (st reloadStats) check(t *testing.T, inForce reloadInForce, okBefore, okDel
 	}
 }
 
+// reloadWaitTrunkUp waits (bounded) until esbc's OPTIONS probe reports
+// the trunk server up (esbc_trunk_target_up 1). Calls placed in the first
+// moments after "esbc ready" can fail (see TestRobustCallAtReady).
+func reloadWaitTrunkUp(t *testing.T, p *serviceProc, trunk *failoverTrunk) {
+	t.Helper()
+	admin := failoverAdmin{base: "http://" + p.addr("admin")}
+	if !failoverPoll(15*time.Second, func() bool { return admin.targetUp(t, trunk.target("127.0.0.1")) == 1 }) {
+		t.Fatalf("trunk server %s not up 15 s after start\n%s", trunk.addr(), failoverTail(p.logs(), 20))
+	}
+}
+
 // reloadCallResult is what the PBX saw of one call.
 type reloadCallResult struct {
 	setupErr error
@@ -358,6 +374,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	host, port, _ := net.SplitHostPort(p.addr("lan/udp"))
 	pn, _ := strconv.Atoi(port)
 	pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: pn}
+	reloadWaitTrunkUp(t, p, trunk)
 	if got := reloadConfigInForce(t, p).step(); got != 0 {
 		t.Fatalf("configuration in force at start: step %d, want 0", got)
 	}
@@ -505,4 +522,117 @@ func reloadConfigMap(t *testing.T, dir string) (string, func([]byte)) {
 		t.Fatal(err)
 	}
 	return cfg, publish
+}
+
+// TestReloadChannelsShrink: the admin lowers a trunk's channels below the
+// calls in progress. The calls up keep going (media, BYE); new calls get
+// 503 until the calls in progress fall below the new limit; raising the
+// limit again lets new calls through at once.
+func TestReloadChannelsShrink(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	failoverLeakCheck(t)
+	trunk := newFailoverTrunk(t, "trunk", "udp", "127.0.0.1", reloadFreeUDPPort(t, "127.0.0.1"))
+	trunk.start()
+	pbx := newFailoverPBX(t)
+	dir := t.TempDir()
+	bin := serviceBuild(t, dir)
+	cfg := filepath.Join(dir, "esbc.yaml")
+	rn := reloadNet{pbxPort: pbx.port(), trunkPort: trunk.port, trunkTransport: "udp", codecs: "PCMU, telephone-event", rtp: reloadRTPRange()}
+	serviceWrite(t, cfg, reloadConfig(reloadVariant{k: 0, level: "info"}, rn))
+	p := serviceStart(t, bin, cfg)
+	defer func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exit:
+		case <-time.After(20 * time.Second):
+			t.Errorf("esbc did not stop 20 s after SIGTERM")
+		}
+	}()
+	host, port, _ := net.SplitHostPort(p.addr("lan/udp"))
+	pn, _ := strconv.Atoi(port)
+	pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: pn}
+	reloadWaitTrunkUp(t, p, trunk)
+	reload := func(channels int) {
+		t.Helper()
+		serviceWrite(t, cfg, reloadConfig(reloadVariant{k: 1, level: "info", channels: channels}, rn))
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		if !failoverPoll(15*time.Second, func() bool {
+			c := reloadConfigInForce(t, p).Config.Trunks
+			return len(c) == 1 && c[0].Channels == channels
+		}) {
+			t.Fatalf("channels %d not in force\n%s", channels, failoverTail(p.logs(), 20))
+		}
+	}
+	newCall := func() (int, *failoverCall) {
+		t.Helper()
+		c, err := pbx.call(reloadDialled)
+		if err != nil {
+			return robustStatus(err), nil
+		}
+		return 200, c
+	}
+
+	var up []*failoverCall
+	for i := range 10 {
+		code, c := newCall()
+		if c == nil {
+			t.Fatalf("call %d: %d\n%s", i, code, failoverTail(p.logs(), 20))
+		}
+		up = append(up, c)
+	}
+	rejected := max(reloadMetric(t, p, `esbc_trunk_channels_rejected_total{trunk="reload"}`), 0) // absent until the first
+	reload(5)
+	if code, c := newCall(); c != nil || code != 503 {
+		t.Errorf("new call with 10 up and channels 5: %d, want 503", code)
+		if c != nil {
+			_ = c.hangup()
+		}
+	}
+	if v := reloadMetric(t, p, `esbc_trunk_channels_rejected_total{trunk="reload"}`); v != rejected+1 {
+		t.Errorf("esbc_trunk_channels_rejected_total %v → %v, want +1", rejected, v)
+	}
+	// The calls up keep media; six of them end: 4 left, under the limit.
+	for i, c := range up[:6] {
+		mediaOK(t, fmt.Sprintf("call %d after channels went down to 5", i), c)
+		if err := c.hangup(); err != nil {
+			t.Errorf("call %d: BYE after channels went down to 5: %v", i, err)
+		}
+	}
+	up = up[6:]
+	if !failoverPoll(10*time.Second, func() bool {
+		return reloadMetric(t, p, `esbc_trunk_channels_active{trunk="reload"}`) == 4
+	}) {
+		t.Fatalf("esbc_trunk_channels_active = %v, want 4", reloadMetric(t, p, `esbc_trunk_channels_active{trunk="reload"}`))
+	}
+	code, c := newCall()
+	if c == nil {
+		t.Fatalf("new call with 4 up and channels 5: %d, want 200", code)
+	}
+	up = append(up, c)
+	if code, c := newCall(); c != nil || code != 503 {
+		t.Errorf("new call with 5 up and channels 5: %d, want 503", code)
+		if c != nil {
+			up = append(up, c)
+		}
+	}
+	reload(300)
+	if code, c := newCall(); c == nil {
+		t.Errorf("new call after channels went back to 300: %d, want 200", code)
+	} else {
+		up = append(up, c)
+	}
+	for i, c := range up {
+		if err := c.hangup(); err != nil {
+			t.Errorf("call %d: BYE: %v", i, err)
+		}
+	}
+	if !failoverPoll(10*time.Second, func() bool {
+		return reloadMetric(t, p, `esbc_trunk_channels_active{trunk="reload"}`) == 0
+	}) {
+		t.Errorf("esbc_trunk_channels_active = %v after every call ended", reloadMetric(t, p, `esbc_trunk_channels_active{trunk="reload"}`))
+	}
 }

@@ -141,6 +141,7 @@ func newRobustEnv(t *testing.T) *robustEnv {
 	host, port, _ := net.SplitHostPort(e.p.addr("lan/udp"))
 	n, _ := strconv.Atoi(port)
 	e.pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: n}
+	reloadWaitTrunkUp(t, e.p, e.trunk)
 	return e
 }
 
@@ -229,20 +230,30 @@ func (e *robustEnv) invite(t *testing.T, number string, body []byte) (int, time.
 	defer s.Close()
 	err = s.WaitAnswer(ctx, sipgo.AnswerOptions{})
 	took := time.Since(start)
-	var de *sipgo.ErrDialogResponse
-	var dv sipgo.ErrDialogResponse
-	switch {
-	case err == nil:
+	if err == nil {
 		_ = s.Ack(ctx)
 		_ = s.Bye(ctx)
 		return s.InviteResponse.StatusCode, took
-	case errors.As(err, &de):
-		return de.Res.StatusCode, took
-	case errors.As(err, &dv):
-		return dv.Res.StatusCode, took
+	}
+	if code := robustStatus(err); code != 0 {
+		return code, took
 	}
 	t.Fatalf("INVITE %s: no final answer after %s: %v\n%s", number, took.Round(time.Millisecond), err, failoverTail(e.p.logs(), 30))
 	return 0, took
+}
+
+// robustStatus is the status code of the final non-2xx response in a
+// sipgo dialog error, or 0 when err carries none (timeout, transport).
+func robustStatus(err error) int {
+	var de *sipgo.ErrDialogResponse
+	var dv sipgo.ErrDialogResponse
+	switch {
+	case errors.As(err, &de):
+		return de.Res.StatusCode
+	case errors.As(err, &dv):
+		return dv.Res.StatusCode
+	}
+	return 0
 }
 
 // robustDial opens a TCP connection from local IP src (bounded dial).
