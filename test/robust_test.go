@@ -856,3 +856,74 @@ func TestRobustAdminToken(t *testing.T) {
 		t.Errorf("/healthz: %d", c)
 	}
 }
+
+// TestRobustCallAtReady: once esbc says "esbc ready" (and sends READY=1 to
+// systemd) a call must go through. esbc is started several times and the
+// PBX calls at once.
+//
+// KNOWN GAP (reported): app.serveSide (cmd/esbc/internal/app/run.go) hands
+// the sockets to sipgo in goroutines and "esbc ready" follows at once; until
+// sipgo's transport layer has registered the UDP listener, a client
+// transaction with WithClientConnectionAddr(listener) (calls.go udpClient:
+// the trunk's OPTIONS probe, leg B's INVITE) tries to bind a new socket on
+// the listener's address and fails ("listen udp 127.0.0.1:P: bind: address
+// already in use"): the target is marked down and the call gets 503. About
+// every other start here. Asserted only with ESBC_KNOWN_BUGS=1 (the failure
+// is intermittent); otherwise reported with t.Log.
+func TestRobustCallAtReady(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	failoverLeakCheck(t)
+	trunk := newFailoverTrunk(t, "trunk", "udp", "127.0.0.1", reloadFreeUDPPort(t, "127.0.0.1"))
+	trunk.start()
+	pbx := newFailoverPBX(t)
+	dir := t.TempDir()
+	bin := serviceBuild(t, dir)
+	cfg := filepath.Join(dir, "esbc.yaml")
+	rn := reloadNet{pbxPort: pbx.port(), trunkPort: trunk.port, trunkTransport: "udp", codecs: "PCMU, telephone-event", rtp: reloadRTPRange()}
+	serviceWrite(t, cfg, reloadConfig(reloadVariant{k: 0, level: "info"}, rn))
+	const starts = 6
+	var failed []string
+	for i := range starts {
+		p := serviceStart(t, bin, cfg)
+		host, port, _ := net.SplitHostPort(p.addr("lan/udp"))
+		pn, _ := strconv.Atoi(port)
+		pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: pn}
+		c, err := pbx.call(reloadDialled)
+		if err != nil {
+			code := robustStatus(err)
+			if code != 503 {
+				t.Errorf("start %d: call at ready failed without a clean 503: %v", i, err)
+			}
+			reason := ""
+			for _, l := range strings.Split(p.logs(), "\n") {
+				if strings.Contains(l, `"level":"warn"`) || strings.Contains(l, `"msg":"call failed"`) {
+					reason = l
+					break
+				}
+			}
+			failed = append(failed, fmt.Sprintf("start %d: %d; esbc: %s", i, code, reason))
+		} else if err := c.hangup(); err != nil {
+			t.Errorf("start %d: BYE: %v", i, err)
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-p.exit:
+			if err != nil {
+				t.Errorf("start %d: esbc exit after SIGTERM: %v", i, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("start %d: esbc did not stop 20 s after SIGTERM", i)
+		}
+	}
+	t.Logf("%d of %d calls placed at \"esbc ready\" failed", len(failed), starts)
+	if len(failed) > 0 {
+		msg := "KNOWN GAP: calls placed at \"esbc ready\" failed (sipgo does not hold the UDP listener yet):\n" + strings.Join(failed, "\n")
+		if os.Getenv("ESBC_KNOWN_BUGS") == "1" {
+			t.Error(msg)
+		} else {
+			t.Log(msg + "\n(set ESBC_KNOWN_BUGS=1 to make this a failure)")
+		}
+	}
+}
