@@ -1098,7 +1098,17 @@ func (b *B2BUA) doTx(ctx context.Context, c *Call, l *Leg, req *sip.Request) (*s
 	cli := l.client()
 	movedOn := false
 	for try := 0; ; try++ {
-		res, tx, err := b.final(ctx, cli, req)
+		actx := ctx
+		if !movedOn && b.contactDest(c, l) != "" {
+			// The dialog's connection may be half closed (writes succeed,
+			// nothing comes back): leave half the time for the fallback.
+			if dl, ok := ctx.Deadline(); ok {
+				var cancel context.CancelFunc
+				actx, cancel = context.WithTimeout(ctx, time.Until(dl)/2)
+				defer cancel()
+			}
+		}
+		res, tx, err := b.final(actx, cli, req)
 		if err != nil {
 			// The connection the dialog came in on (a peer's TLS/TCP client
 			// connection) may be gone: try once more at the peer's Contact.
