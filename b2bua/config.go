@@ -42,10 +42,6 @@ type Config struct {
 	// AllowHeaders are extra header names copied between legs (besides the
 	// ones esbc always handles itself). Topology hiding still applies.
 	AllowHeaders []string
-	// SessionExpires (RFC 4028) offered toward a peer that supports timers;
-	// 0 disables esbc's own session timer.
-	SessionExpires time.Duration
-	MinSE          time.Duration
 	// MaxDuration ends a call after this long (0 = no limit); a trunk's
 	// MaxDuration overrides it when shorter.
 	MaxDuration time.Duration
