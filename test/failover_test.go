@@ -283,11 +283,20 @@ func failoverWalk(t *testing.T, network string) {
 	defer e.stop(t)
 
 	// 1. Primary dead before the call: the call completes on the secondary.
+	// The first call waits for the registration to settle on the
+	// secondary: a request sent at "esbc ready" may meet app's start-up
+	// race (sipgo not yet holding the UDP listener; reported and tested in
+	// d561f86), which is not what this test is about. So the primary is
+	// known down here; the INVITE-level failover (no answer within
+	// failover_timeout, transport error) is case 3.
+	if !failoverPoll(15*time.Second, func() bool { return e.admin.state(t).registeredAt(failoverTrunkKey) == e.st }) {
+		t.Fatalf("registration not on the secondary: %+v", e.admin.state(t).Registrations)
+	}
 	c, where := e.landed(t)
 	if c == nil {
 		t.FailNow()
 	}
-	t.Logf("primary dead before the call: answered by the %s in %s (INVITE failovers logged so far: %d)",
+	t.Logf("primary dead before the call (registration already on the secondary): answered by the %s in %s (INVITE failovers logged so far: %d)",
 		where, c.setup.Round(time.Millisecond), failoverCount(e.p.logs()))
 	if where != "secondary" {
 		t.Errorf("first call answered by the %s, want the secondary", where)
@@ -298,10 +307,6 @@ func failoverWalk(t *testing.T, network string) {
 	mediaOK(t, "call on the secondary", c)
 	if err := c.hangup(); err != nil {
 		t.Errorf("BYE: %v", err)
-	}
-	// Registration follows: it lands on the secondary.
-	if !failoverPoll(15*time.Second, func() bool { return e.admin.state(t).registeredAt(failoverTrunkKey) == e.st }) {
-		t.Fatalf("registration not on the secondary: %+v", e.admin.state(t).Registrations)
 	}
 	if up := e.admin.targetUp(t, e.pt); up != 0 {
 		t.Errorf("esbc_trunk_target_up{target=%q} = %v, want 0", e.pt, up)
