@@ -184,6 +184,19 @@ func TestFailoverSIPp(t *testing.T) {
 	es := e2eStartESBC(t, dir, failoverSIPpConfig(admin, lan, wan, pbx, d.addr), fmt.Sprintf("127.0.0.1:%d", admin))
 	pt := "primary.example.test/127.0.0.2:" + p + "/udp"
 
+	// esbc talks to the trunks: the primary answered an OPTIONS probe (a
+	// call placed at "esbc ready" may meet app's start-up UDP race,
+	// d561f86's subject, not this test's).
+	if !failoverPoll(15*time.Second, func() bool {
+		return es.metric(t, "esbc_sip_messages_total", "side=wan", "direction=in", "method=OPTIONS") >= 1
+	}) {
+		t.Fatalf("no OPTIONS answer from the trunk servers counted\n%s", es.tail(20))
+	}
+	api := failoverAdmin{base: es.admin}
+	if !failoverPoll(20*time.Second, func() bool { up, pref, _ := api.state(t).target(pt); return up && pref }) {
+		t.Fatalf("primary not preferred before the calls: %s", api.get(t, "/api/v1/registrations"))
+	}
+
 	// Phase 1: 60 calls at 10/s held 1 s; the primary is killed after 15
 	// and started again after 40 (counted by esbc_calls_total).
 	const calls1, calls2 = 60, 20
@@ -221,7 +234,6 @@ func TestFailoverSIPp(t *testing.T) {
 	if !failoverPoll(15*time.Second, func() bool { return es.metric(t, "esbc_trunk_target_up", "target="+pt) == 1 }) {
 		t.Fatalf("restarted primary not seen up\n%s", es.tail(20))
 	}
-	api := failoverAdmin{base: es.admin}
 	if !failoverPoll(20*time.Second, func() bool { _, pref, _ := api.state(t).target(pt); return pref }) {
 		t.Fatalf("restarted primary never preferred: %s", api.get(t, "/api/v1/registrations"))
 	}
@@ -235,8 +247,16 @@ func TestFailoverSIPp(t *testing.T) {
 	n1, n2, ns := failoverInvites(t, prim), failoverInvites(t, prim2), failoverInvites(t, sec)
 	t.Logf("INVITEs received: primary before the kill %d (log cut by SIGKILL), primary after the restart %d, secondary %d; INVITE failovers logged by esbc %d",
 		n1, n2, ns, strings.Count(es.tail(1_000_000), `"msg":"failover to next target"`))
+	for _, l := range strings.Split(es.tail(1_000_000), "\n") {
+		if strings.Contains(l, `"msg":"trunk target down"`) || strings.Contains(l, `"msg":"trunk target up"`) {
+			t.Logf("esbc: %s", l)
+		}
+	}
 	if ns == 0 {
 		t.Errorf("the secondary received no INVITE while the primary was dead")
+	}
+	if ns >= calls1 {
+		t.Errorf("the secondary received %d INVITEs: every call went there, the primary served none before its kill", ns)
 	}
 	if n2 < calls2 {
 		t.Errorf("the restarted primary received %d INVITEs, want at least the %d calls placed after fail-back", n2, calls2)
