@@ -69,6 +69,9 @@ type reloadVariant struct {
 	level    string // log.level
 	invalid  string // "" or the kind of mistake written into the file
 	channels int    // trunks[0].channels; 0 = reloadChannels(k)
+	// restartOnly changes keys that apply only after a restart: lan.listen
+	// (one more listener), log.format, media.dscp.sip, media.rtp_ports.
+	restartOnly bool
 }
 
 // reloadChannels etc. are the step's marks in the configuration in force.
@@ -110,12 +113,19 @@ func reloadConfig(v reloadVariant, n reloadNet) []byte {
 	if channels == 0 {
 		channels = reloadChannels(v.k)
 	}
+	format, lanListen, dscp, rtp := "json", `"udp://127.0.0.1:0"`, 24, n.rtp
+	if v.restartOnly {
+		format, lanListen, dscp = "console", `"udp://127.0.0.1:0", "tcp://127.0.0.1:0"`, 26
+		var lo, hi int
+		fmt.Sscanf(n.rtp, "%d-%d", &lo, &hi)
+		rtp = fmt.Sprintf("%d-%d", lo, hi-200)
+	}
 	return []byte(fmt.Sprintf(`
-log: { level: %s, format: json }
+log: { level: %s, format: %s }
 admin: { listen: "127.0.0.1:0" }
 shutdown_grace: 5s
 lan:
-  listen: ["udp://127.0.0.1:0"]
+  listen: [%s]
   advertise: 127.0.0.1
   pbx: { uri: "sip:127.0.0.1:%d;transport=udp", trusted: true }
   acl: { allow: ["127.0.0.0/8"] }
@@ -148,10 +158,11 @@ security:
   rate_limit: { per_ip: %d, burst: 40000, ban: 1s }
 media:
   rtp_ports: "%s"
+  dscp: { sip: %d }
   inactivity_timeout: 30s
 cdr: { file: "" }
-%s`, v.level, n.pbxPort, n.trunkTransport, n.trunkPort, n.codecs, channels, headerMatch,
-		reloadHeader(v.k), trunkExtra, routeMatch, reloadPerIP(v.k), n.rtp, tail))
+%s`, v.level, format, lanListen, n.pbxPort, n.trunkTransport, n.trunkPort, n.codecs, channels, headerMatch,
+		reloadHeader(v.k), trunkExtra, routeMatch, reloadPerIP(v.k), rtp, dscp, tail))
 }
 
 // reloadInForce is what /api/v1/config shows of the marks of a variant.
@@ -634,5 +645,100 @@ func TestReloadChannelsShrink(t *testing.T) {
 		return reloadMetric(t, p, `esbc_trunk_channels_active{trunk="reload"}`) == 0
 	}) {
 		t.Errorf("esbc_trunk_channels_active = %v after every call ended", reloadMetric(t, p, `esbc_trunk_channels_active{trunk="reload"}`))
+	}
+}
+
+// TestReloadRestartOnlyKeys: a reload that changes keys which apply only
+// after a restart (lan.listen, log.format, media.dscp.sip, media.rtp_ports)
+// succeeds, says so (esbc_config_restart_required 1, the keys in
+// /api/v1/status), and changes nothing of what runs: the listeners stay as
+// they are, the log stays JSON, calls go on. Reverting clears the gauge.
+func TestReloadRestartOnlyKeys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	failoverLeakCheck(t)
+	trunk := newFailoverTrunk(t, "trunk", "udp", "127.0.0.1", reloadFreeUDPPort(t, "127.0.0.1"))
+	trunk.start()
+	pbx := newFailoverPBX(t)
+	dir := t.TempDir()
+	bin := serviceBuild(t, dir)
+	cfg := filepath.Join(dir, "esbc.yaml")
+	rn := reloadNet{pbxPort: pbx.port(), trunkPort: trunk.port, trunkTransport: "udp", codecs: "PCMU, telephone-event", rtp: reloadRTPRange()}
+	serviceWrite(t, cfg, reloadConfig(reloadVariant{k: 0, level: "info"}, rn))
+	p := serviceStart(t, bin, cfg)
+	defer func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exit:
+		case <-time.After(20 * time.Second):
+			t.Errorf("esbc did not stop 20 s after SIGTERM")
+		}
+	}()
+	lan := p.addr("lan/udp")
+	host, port, _ := net.SplitHostPort(lan)
+	pn, _ := strconv.Atoi(port)
+	pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: pn}
+	reloadWaitTrunkUp(t, p, trunk)
+	up, err := pbx.call(reloadDialled)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	reload := func(v reloadVariant) {
+		t.Helper()
+		ok := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`)
+		serviceWrite(t, cfg, reloadConfig(v, rn))
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		if !failoverPoll(15*time.Second, func() bool {
+			return reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) > ok
+		}) {
+			t.Fatalf("reload (restartOnly %v) not applied\n%s", v.restartOnly, failoverTail(p.logs(), 20))
+		}
+	}
+	reload(reloadVariant{k: 1, level: "info", restartOnly: true})
+	if v := reloadMetric(t, p, "esbc_config_restart_required"); v != 1 {
+		t.Errorf("esbc_config_restart_required = %v, want 1", v)
+	}
+	status := p.get(t, "/api/v1/status")
+	for _, k := range []string{"lan.listen", "log.format", "media.dscp.sip", "media.rtp_ports"} {
+		if !strings.Contains(status, `"`+k+`"`) {
+			t.Errorf("/api/v1/status does not list %s as waiting for a restart:\n%s", k, status)
+		}
+	}
+	// Nothing of what runs changed: the same LAN listener answers, no new
+	// one was opened, the log is still JSON, calls go on.
+	if res := serviceOptions(t, lan, "UDP", nil); res.StatusCode != 200 {
+		t.Errorf("OPTIONS to the LAN listener after the reload: %s", res.StartLine())
+	}
+	if a := p.addr("lan/tcp"); a != "" {
+		t.Errorf("a LAN TCP listener was opened at %s by a reload (lan.listen needs a restart)", a)
+	}
+	for _, l := range strings.Split(p.logs(), "\n") {
+		if l != "" && !strings.HasPrefix(l, "{") {
+			t.Errorf("log line not JSON after log.format: console was reloaded: %q", l)
+			break
+		}
+	}
+	if !strings.Contains(p.logs(), `"msg":"configuration changes that apply only after a restart"`) {
+		t.Errorf("restart-only keys not logged")
+	}
+	mediaOK(t, "call up across the reload", up)
+	c, err := pbx.call(reloadDialled)
+	if err != nil {
+		t.Fatalf("new call after a restart-only reload: %v", err)
+	}
+	mediaOK(t, "call set up after the reload", c)
+	for _, x := range []*failoverCall{up, c} {
+		if err := x.hangup(); err != nil {
+			t.Errorf("BYE: %v", err)
+		}
+	}
+
+	reload(reloadVariant{k: 3, level: "info"})
+	if v := reloadMetric(t, p, "esbc_config_restart_required"); v != 0 {
+		t.Errorf("esbc_config_restart_required = %v after reverting, want 0", v)
 	}
 }
