@@ -76,6 +76,10 @@ type App struct {
 
 	reloadMu sync.Mutex // serialises reloads
 	restart  atomic.Pointer[[]string]
+
+	// trunkVerify checks trunk server certificates for the WAN UA's client
+	// TLS profile; installed by installCalls (it needs the trunk set).
+	trunkVerify atomic.Pointer[func(cryptotls.ConnectionState) error]
 }
 
 // Run runs esbc until ctx ends or SIGTERM, and returns the exit code.
@@ -211,6 +215,15 @@ func (a *App) start(ctx context.Context) error {
 		Logger: a.log.Named("calls"), Snapshot: a.store.Current, Subscribe: subscribe,
 		LAN: a.lan, WAN: a.wan, Admin: a.admin.mux, Registerer: a.m.reg, Hooks: &a.hooks,
 		TrunkTLS: a.trunkTLS, CountSIP: a.m.countSIP,
+		Guard: a.edge.guard(), Capture: a.edge.capture,
+		SetTrunkVerifier: func(f func(cryptotls.ConnectionState) error) {
+			if f == nil {
+				a.trunkVerify.Store(nil)
+				return
+			}
+			a.trunkVerify.Store(&f)
+		},
+		TLSFailed: func(peer string, err error) { a.tlsM.Failed(a.log, string(SideWAN), peer, err) },
 	})
 	if err != nil {
 		return fmt.Errorf("calls: %w", err)
@@ -272,7 +285,10 @@ func (a *App) serverTLS() *cryptotls.Config {
 	return cfg
 }
 
-// trunkTLS builds the client profile toward trunk from the snapshot in force.
+// trunkTLS builds the client profile toward trunk from the snapshot in
+// force. Its VerifyConnection does not report failures: the caller
+// (verifyByTrunk, which may try several trunks' profiles for one
+// handshake) reports a refusal once through CallsDeps.TLSFailed.
 func (a *App) trunkTLS(name string) (*cryptotls.Config, error) {
 	s := a.store.Current()
 	t := s.Trunk(name)
@@ -287,10 +303,18 @@ func (a *App) trunkTLS(name string) (*cryptotls.Config, error) {
 	return esbctls.ClientConfig(esbctls.ClientOptions{
 		CAFile: s.WAN.TLS.CAFile, ServerName: sn, CertFile: t.TLS.ClientCertFile, KeyFile: t.TLS.ClientKeyFile,
 		MinVersion: mv,
-		OnVerifyFailure: func(server string, err error) {
-			a.tlsM.Failed(a.log, string(SideWAN), server, err)
-		},
 	})
+}
+
+// verifyTrunkServer is the VerifyConnection of the WAN UserAgent's client
+// TLS profile (see buildSide): the check installed by installCalls, or a
+// refusal before it is installed (no trunk is known yet).
+func (a *App) verifyTrunkServer(cs cryptotls.ConnectionState) error {
+	f := a.trunkVerify.Load()
+	if f == nil {
+		return errors.New("tls: trunk verifier not installed")
+	}
+	return (*f)(cs)
 }
 
 // defaultClientTLS is the WAN UA's TLS profile for dials that do not go
@@ -330,6 +354,13 @@ func (a *App) buildSide(ctx context.Context, side Side, s *config.Snapshot) (*Si
 		if err != nil {
 			return nil, fmt.Errorf("wan.tls.ca_file: %w", err)
 		}
+		// sipgo dials trunk targets by IP and would verify the certificate
+		// against that IP (trunk certificates carry names). Go's own check
+		// is skipped; verifyTrunkServer does the whole verification
+		// instead: the chain against wan.tls.ca_file (else the system
+		// roots) and the names of the trunks' TLS profiles.
+		ct.InsecureSkipVerify = true
+		ct.VerifyConnection = a.verifyTrunkServer
 		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(ct))
 	}
 	ua, err := sipgo.NewUA(uaOpts...)

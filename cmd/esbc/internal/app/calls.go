@@ -30,7 +30,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -44,6 +43,7 @@ import (
 	"github.com/esbc/esbc/b2bua/trunk"
 	"github.com/esbc/esbc/cmd/esbc/internal/config"
 	"github.com/esbc/esbc/media"
+	"github.com/esbc/esbc/media/capture"
 )
 
 // installCalls builds the call-handling components and installs the B2BUA's
@@ -70,10 +70,26 @@ func installCalls(d CallsDeps) error {
 		_ = res.Close()
 		return err
 	}
-	trunks := trunk.NewSet(trunk.Deps{
+	eng.SetTap(mediaTap(d.Capture))
+	// trunks is assigned before any trunk starts (Apply), so the
+	// AddrsChanged callback, run on the trunks' resolving goroutines, sees it.
+	var trunks *trunk.Set
+	trunkAddrs := func() {
+		if d.Guard != nil {
+			d.Guard.SetTrunkAddrs(trunks.Addrs())
+		}
+	}
+	trunks = trunk.NewSet(trunk.Deps{
 		Client: d.WAN.Client, UDPClient: wanUDP, UA: d.WAN.UA, Resolver: res, Health: health,
-		Log: log.Named("trunk"), Reg: d.Registerer,
+		Log: log.Named("trunk"), Reg: d.Registerer, AddrsChanged: trunkAddrs,
 	})
+	// Installed before the trunks start: their first REGISTER/OPTIONS may
+	// open TLS connections.
+	if d.SetTrunkVerifier != nil {
+		d.SetTrunkVerifier(func(cs cryptotls.ConnectionState) error {
+			return verifyByTrunk(cs, trunks, d.TrunkTLS, d.TLSFailed)
+		})
+	}
 	cdrw, err := cdr.NewWriter(snap.CDR.File, log.Named("cdr"), d.Registerer)
 	if err != nil {
 		_ = eng.Close()
@@ -92,10 +108,20 @@ func installCalls(d CallsDeps) error {
 	b, err := b2bua.New(cfg, b2bua.Deps{
 		Log: log, Reg: d.Registerer, Trunks: b2bua.TrunkSet(trunks), Health: health,
 		Media: b2bua.MediaAdapter(eng),
-		OnEnd: func(ci b2bua.CallInfo) { cdrw.Write(b2bua.CDRRecord(ci)) },
+		// OnEnd runs after the call's media session is closed: no packet
+		// of the call reaches the capture after EndCall.
+		OnEnd: func(ci b2bua.CallInfo) {
+			cdrw.Write(b2bua.CDRRecord(ci))
+			endCapture(d.Capture, ci)
+		},
 		CountOut: func(side, method string) {
 			if d.CountSIP != nil {
 				d.CountSIP(Side(side), "out", method)
+			}
+		},
+		AuthFailure: func(addr netip.Addr) {
+			if d.Guard != nil && d.Guard.ReportAuthFailure(addr) {
+				log.Warn("source banned after repeated failures", zap.Stringer("source", addr))
 			}
 		},
 	})
@@ -112,6 +138,7 @@ func installCalls(d CallsDeps) error {
 		_ = closeAll(context.Background())
 		return fmt.Errorf("trunks: %w", err)
 	}
+	trunkAddrs()
 
 	if d.Admin != nil {
 		d.Admin.Handle("/api/v1/calls", b.CallsHandler())
@@ -121,6 +148,9 @@ func installCalls(d CallsDeps) error {
 	}
 
 	unsubscribe := d.Subscribe(func(_, next *config.Snapshot) {
+		// The edge subscribed first (newEdge runs before installCalls), so
+		// a capture rebuilt by this reload is already in force.
+		eng.SetTap(mediaTap(d.Capture))
 		nc, err := b2buaConfig(next, d)
 		if err != nil {
 			log.Error("reload: calls config not applied", zap.Error(err))
@@ -140,46 +170,37 @@ func installCalls(d CallsDeps) error {
 		if err := trunks.Apply(ctx, trunkConfigs(next, d)); err != nil {
 			log.Error("reload: trunks", zap.Error(err))
 		}
+		trunkAddrs()
 	})
-
-	verify := func(cs cryptotls.ConnectionState) error { return verifyByTrunk(cs, trunks, d.TrunkTLS) }
-	trunkVerifier.Store(&verify)
 
 	d.Hooks.OnDrain("calls", b.Drain)
 	d.Hooks.OnClose("calls", func(ctx context.Context) error {
 		unsubscribe()
-		trunkVerifier.Store(nil)
+		if d.SetTrunkVerifier != nil {
+			d.SetTrunkVerifier(nil)
+		}
 		return errors.Join(b.Close(ctx), closeAll(ctx))
 	})
 	return nil
 }
 
-// trunkVerifier is the certificate check of trunk servers, installed by
-// installCalls (it needs the trunk set).
-var trunkVerifier atomic.Pointer[func(cryptotls.ConnectionState) error]
-
-// verifyTrunkServer is meant for the WAN UserAgent's client TLS profile
-// (tls.Config.VerifyConnection, with InsecureSkipVerify so that Go's own
-// check against the dialled host is skipped): sipgo dials a trunk target
-// by IP and sets ServerName to that IP, so a trunk certificate carrying
-// only names (every real trunk) fails Go's default verification. This
-// verifies it instead against the profile of the trunk that owns the IP
-// (d.TrunkTLS: wan.tls.ca_file, trunks[].tls.server_name or domain).
-func verifyTrunkServer(cs cryptotls.ConnectionState) error {
-	f := trunkVerifier.Load()
-	if f == nil {
-		return errors.New("tls: trunk verifier not installed")
-	}
-	return (*f)(cs)
-}
-
-// verifyByTrunk checks cs against the TLS profile of the trunk whose server
-// was dialled when cs.ServerName names it. sipgo dials trunk targets by IP
-// and Go neither sends nor reports an IP as server name, so in practice the
-// certificate must satisfy the profile of one configured trunk (CA of
-// wan.tls.ca_file and that trunk's name): a certificate for another
-// trunk's name is accepted too, a weaker binding than per-IP.
-func verifyByTrunk(cs cryptotls.ConnectionState, trunks *trunk.Set, profile func(string) (*cryptotls.Config, error)) error {
+// verifyByTrunk is the certificate check of trunk servers for the WAN
+// UserAgent's client TLS profile (App.verifyTrunkServer: Go's own check is
+// off because sipgo dials trunk targets by IP and would match the
+// certificate against that IP, while trunk certificates carry names).
+//
+// The chain is always verified, against wan.tls.ca_file (else the system
+// roots), with the names of a trunk's TLS profile (trunks[].tls.server_name,
+// else its domain). When the handshake names its server (cs.ServerName is
+// an address of a trunk's resolved servers) only that trunk's profile is
+// tried. sipgo dials by IP and Go sends and reports no IP as server name,
+// so in practice the certificate must satisfy the profile of one
+// configured TLS trunk: with several TLS trunks, a certificate of one
+// trunk's CA and name is also accepted from another trunk's server (the
+// binding is per configuration, not per dialled address). A refusal is
+// reported once (log and esbc_tls_handshake_failures_total).
+func verifyByTrunk(cs cryptotls.ConnectionState, trunks *trunk.Set, profile func(string) (*cryptotls.Config, error),
+	failed func(peer string, err error)) error {
 	check := func(name string) error {
 		cfg, err := profile(name)
 		if err != nil {
@@ -190,20 +211,91 @@ func verifyByTrunk(cs cryptotls.ConnectionState, trunks *trunk.Set, profile func
 		}
 		return cfg.VerifyConnection(cs)
 	}
+	var names []string
 	if a, err := netip.ParseAddr(cs.ServerName); err == nil {
 		if t, ok := trunks.ByAddr(a); ok {
-			return check(t.Name())
+			names = append(names, t.Name())
+		}
+	}
+	if len(names) == 0 {
+		var other []string
+		for _, t := range trunks.All() {
+			if t.Config().Transport == "tls" {
+				names = append(names, t.Name())
+			} else {
+				other = append(other, t.Name())
+			}
+		}
+		if len(names) == 0 {
+			names = other
 		}
 	}
 	var errs []error
-	for _, t := range trunks.All() {
-		err := check(t.Name())
+	for _, n := range names {
+		err := check(n)
 		if err == nil {
 			return nil
 		}
 		errs = append(errs, err)
 	}
-	return fmt.Errorf("tls: no trunk profile accepts the certificate of %s: %w", cs.ServerName, errors.Join(errs...))
+	if len(names) == 0 {
+		errs = append(errs, errors.New("no trunk configured"))
+	}
+	err := fmt.Errorf("tls: no trunk profile accepts the server certificate %s: %w", certLabel(cs), errors.Join(errs...))
+	if failed != nil {
+		failed(certLabel(cs), err)
+	}
+	return err
+}
+
+// certLabel names the server of a handshake for the log: the SNI when
+// there is one, else the leaf certificate's subject and names.
+func certLabel(cs cryptotls.ConnectionState) string {
+	if cs.ServerName != "" {
+		return cs.ServerName
+	}
+	if len(cs.PeerCertificates) == 0 {
+		return "(no certificate)"
+	}
+	c := cs.PeerCertificates[0]
+	return fmt.Sprintf("subject=%q dns=%v issuer=%q", c.Subject.String(), c.DNSNames, c.Issuer.String())
+}
+
+// mediaTap is the media engine's tap for capture c: c in the modes that
+// capture RTP (call, all), else none. A nil *capture.Capture must not
+// become a non-nil media.Tap.
+func mediaTap(capt func() *capture.Capture) media.Tap {
+	if capt == nil {
+		return nil
+	}
+	c := capt()
+	if c == nil {
+		return nil
+	}
+	switch c.Mode() {
+	case capture.ModeCall, capture.ModeAll:
+		return c
+	}
+	return nil
+}
+
+// endCapture closes the per-call capture files of an ended call: both
+// legs' Call-IDs, and the call's own id (the media session id, which the
+// media tap uses for a leg without a Call-ID).
+func endCapture(capt func() *capture.Capture, ci b2bua.CallInfo) {
+	if capt == nil {
+		return
+	}
+	c := capt()
+	if c.Mode() != capture.ModeCall {
+		return
+	}
+	c.EndCall(ci.ID)
+	for _, l := range ci.Legs {
+		if l.CallID != "" {
+			c.EndCall(l.CallID)
+		}
+	}
 }
 
 // udpClient is a client of side s that sends from its UDP listening

@@ -10,7 +10,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/esbc/esbc/acl"
 	"github.com/esbc/esbc/cmd/esbc/internal/config"
+	"github.com/esbc/esbc/media/capture"
 )
 
 // Side names one of the two SIP sides of the SBC.
@@ -84,6 +86,20 @@ type CallsDeps struct {
 	// CountSIP increments esbc_sip_messages_total{side,direction,method}
 	// for messages app cannot see itself (direction "in" | "out").
 	CountSIP func(side Side, direction, method string)
+	// Guard is the edge policy (edge.guard()): the trunks' resolved
+	// addresses go to SetTrunkAddrs (an empty wan.acl.allow admits them,
+	// SPEC §4), failed authentications to ReportAuthFailure. nil: none.
+	Guard *acl.Guard
+	// Capture returns the diagnostic capture in force (edge.capture(); it
+	// is rebuilt by the edge's reload subscriber, which runs before the
+	// calls' one). nil: no capture.
+	Capture func() *capture.Capture
+	// SetTrunkVerifier installs the certificate check of trunk servers
+	// used by the WAN UserAgent's client TLS profile (nil uninstalls).
+	SetTrunkVerifier func(func(cryptotls.ConnectionState) error)
+	// TLSFailed reports a refused trunk certificate (log line and
+	// esbc_tls_handshake_failures_total{side="wan"}).
+	TLSFailed func(peer string, err error)
 }
 
 // EdgeDeps is everything edge.go may use. See edge.go.
