@@ -258,4 +258,3 @@ func TestEndCaptureClosesCallFiles(t *testing.T) {
 		}
 	}
 }
-
