@@ -175,6 +175,9 @@ func (b *B2BUA) guard(s *side, h func(*side, *sip.Request, sip.ServerTransaction
 			methods = cfg.WANMethods
 		}
 		if len(methods) > 0 && !acl.MethodAllowed(methods, string(req.Method)) {
+			if l, cs := b.findLeg(req), req.CSeq(); l != nil && cs != nil && !req.IsAck() {
+				l.call.markRelayed(l, cs.SeqNo) // refused: not a gap the next request waits for
+			}
 			if !req.IsAck() {
 				b.respond(s, req, tx, 405, "Method Not Allowed", sip.NewHeader("Allow", strings.Join(methods, ", ")))
 			}

@@ -47,6 +47,13 @@ type Leg struct {
 	call *Call
 	side *side
 	idx  int // media leg index: 0 = A, 1 = B
+
+	// In-dialog ordering of the requests this leg's peer sends (guarded by
+	// call.mu; see order.go): relayed is the CSeq of the last one whose
+	// relay is written (or that was answered here); wake, when not nil, is
+	// closed when relayed moves or the call ends.
+	relayed uint32
+	wake    chan struct{}
 }
 
 // client is the sipgo client that sends this leg's requests: the side's
@@ -92,7 +99,7 @@ type Call struct {
 	endCh       chan struct{}         // closed by finish
 	aInviteSeq  uint32                // CSeq of leg A's INVITE (its ACK carries it too)
 	bTx         sip.ClientTransaction // INVITE transaction of leg B
-	bAck        *sip.Request          // ACK sent for B's 2xx (re-sent on retransmissions)
+	bAckOnce    sync.Once             // ACK for B's 2xx: built and written once (see ackB)
 	bInviteSeq  uint32
 	timers      []*time.Timer
 	pending     [2]bool         // a re-INVITE is in progress from leg idx
@@ -247,6 +254,7 @@ func (b *B2BUA) newCall(s *side, req *sip.Request, tx sip.ServerTransaction) (*C
 	}
 	a.Dialog.ViaHost, a.Dialog.ViaPort = b.sideAddr(cfg, s, a.Dialog.Transport)
 	a.Dialog.Contact = b.contact(cfg, s, a.Dialog.Transport)
+	a.relayed = a.Dialog.RemoteCSeq // the INVITE: leg A's next request is CSeq+1
 	c.A = a
 	c.aInviteSeq = a.Dialog.RemoteCSeq
 
@@ -919,14 +927,18 @@ func (b *B2BUA) answerA(c *Call, areq *sip.Request, atx sip.ServerTransaction, b
 }
 
 // ackB acknowledges leg B's 2xx once (and again on each retransmission).
+// Every caller returns only after the ACK is written (sync.Once), so a
+// BYE or any relay that follows an ackB call leaves after the ACK on the
+// wire: the set-up goroutine, a hang-up and an in-dialog relay may race
+// to it (sipgo runs leg A's ACK and its next request on goroutines of
+// their own).
 func (b *B2BUA) ackB(c *Call) {
+	c.bAckOnce.Do(func() { b.writeAckB(c) })
+}
+
+func (b *B2BUA) writeAckB(c *Call) {
 	c.mu.Lock()
-	if c.bAck != nil {
-		c.mu.Unlock()
-		return
-	}
 	ack := c.B.Dialog.newRequest(sip.ACK, c.bInviteSeq)
-	c.bAck = ack
 	tx := c.bTx
 	body, ctype := c.ackBody, c.ackCType
 	c.mu.Unlock()
@@ -1025,6 +1037,7 @@ func (b *B2BUA) hangup(c *Call, from *Leg, reason string) {
 	}
 	c.state = StateEnded
 	c.Reason = reason
+	c.wakeLegs()
 	c.mu.Unlock()
 	c.setupCancel(errShutdown)
 	if from != c.B {
@@ -1087,14 +1100,16 @@ func (b *B2BUA) sendBye(c *Call, l *Leg) {
 // doRequest sends an in-dialog request on leg l and returns its final
 // response, answering one digest challenge from a trunk.
 func (b *B2BUA) doRequest(ctx context.Context, c *Call, l *Leg, req *sip.Request) (*sip.Response, error) {
-	res, _, err := b.doTx(ctx, c, l, req)
+	res, _, err := b.doTx(ctx, c, l, req, nil)
 	return res, err
 }
 
 // doTx is doRequest that also returns the transaction of the final
 // response. An INVITE transaction is left to end by itself (Timer M in
 // the Accepted state), so that retransmitted 2xx reach OnRetransmission.
-func (b *B2BUA) doTx(ctx context.Context, c *Call, l *Leg, req *sip.Request) (*sip.Response, sip.ClientTransaction, error) {
+// sent, when not nil, is called once the request is first written (or
+// failed to be).
+func (b *B2BUA) doTx(ctx context.Context, c *Call, l *Leg, req *sip.Request, sent func()) (*sip.Response, sip.ClientTransaction, error) {
 	cli := l.client()
 	movedOn := false
 	for try := 0; ; try++ {
@@ -1108,7 +1123,8 @@ func (b *B2BUA) doTx(ctx context.Context, c *Call, l *Leg, req *sip.Request) (*s
 				defer cancel()
 			}
 		}
-		res, tx, err := b.final(actx, cli, req)
+		res, tx, err := b.final(actx, cli, req, sent)
+		sent = nil
 		if err != nil {
 			// The connection the dialog came in on (a peer's TLS/TCP client
 			// connection) may be gone: try once more at the peer's Contact.
@@ -1143,8 +1159,11 @@ func (b *B2BUA) doTx(ctx context.Context, c *Call, l *Leg, req *sip.Request) (*s
 }
 
 // final sends req in a client transaction and returns its final response.
-func (b *B2BUA) final(ctx context.Context, cli *sipgo.Client, req *sip.Request) (*sip.Response, sip.ClientTransaction, error) {
+func (b *B2BUA) final(ctx context.Context, cli *sipgo.Client, req *sip.Request, sent func()) (*sip.Response, sip.ClientTransaction, error) {
 	tx, err := cli.TransactionRequest(ctx, req, b.build)
+	if sent != nil {
+		sent()
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -1171,6 +1190,7 @@ func (b *B2BUA) final(ctx context.Context, cli *sipgo.Client, req *sip.Request) 
 func (b *B2BUA) finish(c *Call, result string) {
 	c.mu.Lock()
 	c.state = StateEnded
+	c.wakeLegs()
 	if !c.End.IsZero() {
 		c.mu.Unlock()
 		return

@@ -49,6 +49,10 @@ func (b *B2BUA) onBye(s *side, req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	c := l.call
+	if cs := req.CSeq(); cs != nil {
+		// After leg A's ACK (relayed first) and any lower CSeq of this peer.
+		defer b.awaitTurn(c, l, cs.SeqNo)()
+	}
 	c.mu.Lock()
 	if cs := req.CSeq(); cs != nil && cs.SeqNo > l.Dialog.RemoteCSeq {
 		l.Dialog.RemoteCSeq = cs.SeqNo
@@ -73,13 +77,18 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 		return
 	}
 	c := l.call
+	cs := req.CSeq()
+	relayed := func() {}
+	if cs != nil {
+		relayed = b.awaitTurn(c, l, cs.SeqNo)
+		defer relayed() // answered here, or the relay failed before its write
+	}
 	c.mu.Lock()
 	if c.state == StateEnded {
 		c.mu.Unlock()
 		b.respond(s, req, tx, 481, "Call/Transaction Does Not Exist")
 		return
 	}
-	cs := req.CSeq()
 	if cs == nil || cs.SeqNo <= l.Dialog.RemoteCSeq && l.Dialog.RemoteCSeq != 0 && !(req.Method == sip.PRACK) {
 		c.mu.Unlock()
 		b.respond(s, req, tx, 500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
@@ -163,7 +172,7 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 	timeout := 32 * sip.T1
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	res, otx, err := b.doTx(ctx, c, peer, out)
+	res, otx, err := b.doTx(ctx, c, peer, out, relayed)
 	if err != nil {
 		b.log.Info("in-dialog request not answered", zap.String("call", c.ID), zap.String("method", string(req.Method)),
 			zap.String("side", peer.Side), zap.Error(err))
