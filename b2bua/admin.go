@@ -23,7 +23,10 @@ type LegInfo struct {
 	MediaRemote string          `json:"media_remote,omitempty"`
 }
 
-// CallInfo is a snapshot of one call.
+// CallInfo is a snapshot of one call. Legs[i].CallID is each leg's own
+// SIP Call-ID (the key of its per-call capture); a refused INVITE has the
+// one leg it came in on. Handed to Deps.OnEnd after the media session is
+// closed, so nothing of the call is captured after it.
 type CallInfo struct {
 	ID          string    `json:"id"`
 	Direction   string    `json:"direction"`
@@ -41,7 +44,9 @@ type CallInfo struct {
 }
 
 type mediaStats struct {
-	st media.SessionStats
+	st       media.SessionStats
+	state    media.SessionState
+	hasState bool
 }
 
 // info snapshots a call; st may be nil (taken from the live session).
@@ -65,12 +70,12 @@ func (c *Call) info(st *mediaStats) CallInfo {
 	}
 	c.mu.Unlock()
 	if st == nil && ms != nil {
-		s := ms.Stats()
-		st = &mediaStats{st: s}
-		state := ms.State()
+		st = &mediaStats{st: ms.Stats(), state: ms.State(), hasState: true}
+	}
+	if st != nil && st.hasState {
 		for i := range ci.Legs {
-			if len(state.Legs[i].Streams) > 0 {
-				s0 := state.Legs[i].Streams[0]
+			if i < len(st.state.Legs) && len(st.state.Legs[i].Streams) > 0 {
+				s0 := st.state.Legs[i].Streams[0]
 				ci.Legs[i].MediaLocal = s0.Local.String()
 				ci.Legs[i].MediaRemote = s0.Remote.String()
 			}

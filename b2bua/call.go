@@ -152,6 +152,10 @@ func (b *B2BUA) onInvite(s *side, req *sip.Request, tx sip.ServerTransaction) {
 			now := time.Now()
 			ci := CallInfo{ID: newCallID(), Direction: dir, To: req.Recipient.User, State: StateEnded.String(),
 				Start: now, End: now, Code: code, Disposition: resultFor(code, false), Reason: err.Error()}
+			if cid := req.CallID(); cid != nil {
+				// The refused INVITE's dialog: one leg, no media.
+				ci.Legs = []LegInfo{{Side: s.name, CallID: cid.Value(), Transport: upperTransport(req.Transport()), Peer: req.Source()}}
+			}
 			if f := req.From(); f != nil {
 				ci.From = f.Address.User
 			}
@@ -348,6 +352,10 @@ func (b *B2BUA) newCall(s *side, req *sip.Request, tx sip.ServerTransaction) (*C
 				la.LatchAddr = sourceAddr(req.Source())
 			}
 		}
+		// Media leg 0 is leg A (the PBX outbound, the trunk inbound): each
+		// carries its own dialog's Call-ID, so that the capture files its
+		// RTP with that leg's SIP.
+		la.CallID, lb.CallID = a.Dialog.CallID, bl.Dialog.CallID
 		ms, err := b.deps.Media.NewSession(c.ID, la, lb, func() { b.hangupAsync(c, "media inactivity") })
 		if err != nil {
 			t.Release()
@@ -1212,8 +1220,9 @@ func (b *B2BUA) finish(c *Call, result string) {
 	close(c.endCh) // once: finish returns early when End is set
 	var stats *mediaStats
 	if ms != nil {
-		st := ms.Stats()
-		stats = &mediaStats{st: st}
+		// Figures and addresses first; the session is closed before
+		// OnEnd, so the capture ends with nothing more to come.
+		stats = &mediaStats{st: ms.Stats(), state: ms.State(), hasState: true}
 		_ = ms.Close()
 	}
 	if acquired {

@@ -170,8 +170,10 @@ type Deps struct {
 	Trunks Trunks
 	Health Health      // nil: no health feedback
 	Media  MediaEngine // nil: SDP relayed unchanged (tests of signalling only)
-	// OnEnd receives every ended call once (CDR), on the goroutine that
-	// ended it: it must not block (b2bua/cdr.Writer.Write does not).
+	// OnEnd receives every ended call once (CDR, end of capture), on the
+	// goroutine that ended it, after its media session is closed: it must
+	// not block (b2bua/cdr.Writer.Write does not). CallInfo.Legs carry both
+	// legs' SIP Call-IDs (one leg for an INVITE refused before routing).
 	OnEnd func(CallInfo)
 	// CountOut counts a message esbc sends (side "lan"|"wan", method).
 	CountOut func(side, method string)

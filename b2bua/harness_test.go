@@ -441,6 +441,7 @@ type envOpts struct {
 	auth            bool
 	trunkFilter     sip.TransportReadFilter // raw-bytes filter on the trunk's transport
 	primaryFilter   sip.TransportReadFilter // the same on the primary (secondServer)
+	onEnd           func(b2bua.CallInfo)    // called from Deps.OnEnd before the CDR is queued
 }
 
 // dialPlan is a Router for the tests: 9 + digits → trunk "itsp", inbound
@@ -551,7 +552,12 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	b, err := b2bua.New(e.cfg, b2bua.Deps{
 		Log: log, Trunks: b2bua.TrunkSet(e.set), Health: e.health, Media: o.media,
-		OnEnd: func(ci b2bua.CallInfo) { e.ended <- ci },
+		OnEnd: func(ci b2bua.CallInfo) {
+			if o.onEnd != nil {
+				o.onEnd(ci)
+			}
+			e.ended <- ci
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
