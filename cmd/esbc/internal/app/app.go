@@ -80,6 +80,7 @@ type App struct {
 	// trunkVerify checks trunk server certificates for the WAN UA's client
 	// TLS profile; installed by installCalls (it needs the trunk set).
 	trunkVerify atomic.Pointer[func(cryptotls.ConnectionState) error]
+	untrace     func() // stops feeding the capture with client-connection writes
 }
 
 // Run runs esbc until ctx ends or SIGTERM, and returns the exit code.
@@ -211,6 +212,7 @@ func (a *App) start(ctx context.Context) error {
 	if a.wan, err = a.buildSide(ctx, SideWAN, snap); err != nil {
 		return err
 	}
+	a.untrace = traceClientWrites(a.edge.capture, a.lan, a.wan)
 	err = installCalls(CallsDeps{
 		Logger: a.log.Named("calls"), Snapshot: a.store.Current, Subscribe: subscribe,
 		LAN: a.lan, WAN: a.wan, Admin: a.admin.mux, Registerer: a.m.reg, Hooks: &a.hooks,

@@ -210,6 +210,9 @@ func (a *App) stop(ctx context.Context) {
 		_ = c.Close()
 	}
 	a.serving.Wait()
+	if a.untrace != nil {
+		a.untrace()
+	}
 	if a.edge != nil {
 		_ = a.edge.close()
 	}
