@@ -336,11 +336,18 @@ func (st reloadStats) check(t *testing.T, inForce reloadInForce, okBefore, okDel
 	}
 }
 
-// reloadWaitTrunkUp waits (bounded) until esbc's OPTIONS probe reports
-// the trunk server up (esbc_trunk_target_up 1). Calls placed in the first
-// moments after "esbc ready" can fail (see TestRobustCallAtReady).
+// reloadWaitTrunkUp waits (bounded) until esbc's SIP sockets are served
+// (an OPTIONS to each UDP listener answered: sipgo holds the socket before
+// it reads from it) and its health table has the trunk server up. Calls
+// placed in the first moments after "esbc ready" can fail (see
+// TestRobustCallAtReady); targets start up before their first probe.
 func reloadWaitTrunkUp(t *testing.T, p *serviceProc, trunk *failoverTrunk) {
 	t.Helper()
+	for _, key := range []string{"lan/udp", "wan/udp"} {
+		if res := serviceOptions(t, p.addr(key), "UDP", nil); res.StatusCode != 200 {
+			t.Fatalf("OPTIONS to %s: %s", key, res.StartLine())
+		}
+	}
 	admin := failoverAdmin{base: "http://" + p.addr("admin")}
 	if !failoverPoll(15*time.Second, func() bool { return admin.targetUp(t, trunk.target("127.0.0.1")) == 1 }) {
 		t.Fatalf("trunk server %s not up 15 s after start\n%s", trunk.addr(), failoverTail(p.logs(), 20))
