@@ -112,6 +112,14 @@ type Call struct {
 	lateOffer bool
 	ackBody   []byte // body of leg A's ACK (late offer)
 	ackCType  string
+	// Session timer esbc runs on leg B itself (timer.go): ownTimer when leg
+	// A's peer does not support timers and Config.SessionExpires is set;
+	// seDelta the interval in seconds, esbcRefreshes whether esbc is the
+	// refresher, refreshT its refresh (also in timers).
+	ownTimer      bool
+	seDelta       int
+	esbcRefreshes bool
+	refreshT      *time.Timer
 }
 
 // ackWait is a 2xx to a re-INVITE waiting for the ACK with CSeq seq.
@@ -165,6 +173,9 @@ func (b *B2BUA) onInvite(s *side, req *sip.Request, tx sip.ServerTransaction) {
 		if code == 503 {
 			hdrs = append(hdrs, b.retryAfter())
 		}
+		if errors.Is(err, ErrIntervalTooSmall) {
+			hdrs = append(hdrs, minSEHeader(b.cfg.Load()))
+		}
 		b.respond(s, req, tx, code, reason, hdrs...)
 		return
 	}
@@ -177,10 +188,17 @@ func (b *B2BUA) newCall(s *side, req *sip.Request, tx sip.ServerTransaction) (*C
 	if req.Contact() == nil || req.From() == nil || req.CSeq() == nil {
 		return nil, ErrBadRequest
 	}
+	if err := checkInterval(cfg, req); err != nil {
+		return nil, err
+	}
 	c := &Call{ID: newCallID(), Start: time.Now(), cfg: cfg, ackCh: make(chan struct{}), endCh: make(chan struct{}),
 		lateOffer: len(req.Body()) == 0}
 	c.setupCtx, c.setupCancel = context.WithCancelCause(context.Background())
 	c.From = req.From().Address.User
+	if cfg.SessionExpires > 0 && !supportsTimer(req) {
+		c.ownTimer = true
+		c.seDelta = int(max(cfg.SessionExpires, cfg.minSE()) / time.Second)
+	}
 	var trunkName string
 	if s == b.lan {
 		c.Direction = "outbound"
@@ -493,6 +511,7 @@ func (b *B2BUA) setup(c *Call, req *sip.Request, tx sip.ServerTransaction) {
 	// 2xx from leg B.
 	c.mu.Lock()
 	b.learnDialog(c.B, res)
+	b.noteTimer(c, res, true) // armed once confirmed (startTimers)
 	c.mu.Unlock()
 	answer := res.Body()
 	if c.lateOffer && c.media != nil && len(answer) > 0 {
@@ -607,6 +626,7 @@ func (b *B2BUA) inviteTarget(c *Call, areq *sip.Request, atx sip.ServerTransacti
 	gotResponse := false
 	provisional := false
 	cancelled := false
+	seTries := 0
 	setupDone := c.setupCtx.Done()
 	var cancelDeadline <-chan time.Time
 	for {
@@ -629,6 +649,23 @@ func (b *B2BUA) inviteTarget(c *Call, areq *sip.Request, atx sip.ServerTransacti
 				b.markUp(c, t)
 				return r, false, nil
 			}
+			c.mu.Lock()
+			se := 0
+			if seTries == 0 && !cancelled {
+				se = retryInterval(c, r)
+			}
+			if se > 0 {
+				// §7.4: once more with the interval leg B's peer asks for.
+				seTries++
+				c.seDelta = se
+				ownTimerHeaders(req, c.cfg, se)
+				c.mu.Unlock()
+				if tx, err = b.resendInvite(c, tx, req, send); err != nil {
+					return nil, !last, err
+				}
+				continue
+			}
+			c.mu.Unlock()
 			if (r.StatusCode == 401 || r.StatusCode == 407) && authTries < 2 && !cancelled {
 				authTries++
 				if err := c.trunk.Authorize(req, r); err != nil {
@@ -694,6 +731,28 @@ func (b *B2BUA) inviteTarget(c *Call, areq *sip.Request, atx sip.ServerTransacti
 	}
 }
 
+// resendInvite sends leg B's INVITE again in a new transaction (new
+// branch, next CSeq) after a final response that asked for a change.
+func (b *B2BUA) resendInvite(c *Call, tx sip.ClientTransaction, req *sip.Request, send func() (sip.ClientTransaction, error)) (sip.ClientTransaction, error) {
+	tx.Terminate()
+	c.mu.Lock()
+	d := &c.B.Dialog
+	req.RemoveHeader("Via")
+	req.PrependHeader(d.via())
+	d.LocalCSeq++
+	req.CSeq().SeqNo = d.LocalCSeq
+	c.bInviteSeq = d.LocalCSeq
+	c.mu.Unlock()
+	ntx, err := send()
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.bTx = ntx
+	c.mu.Unlock()
+	return ntx, nil
+}
+
 func errString(err error) string {
 	if err == nil {
 		return "terminated"
@@ -751,7 +810,12 @@ func (b *B2BUA) buildInvite(c *Call, areq, req *sip.Request, body []byte) {
 	}
 	req.SetBody(body)
 	req.AppendHeader(sip.NewHeader("Allow", allowMethods))
-	copyHeaders(areq, req, nil, "Supported", "Session-Expires", "Min-SE")
+	if c.ownTimer {
+		copyHeaders(areq, req, nil, "Supported")
+		defer ownTimerHeaders(req, cfg, c.seDelta) // after the header policy
+	} else {
+		copyHeaders(areq, req, nil, "Supported", "Session-Expires", "Min-SE")
+	}
 	if c.identity.PAI != "" {
 		req.AppendHeader(sip.NewHeader("P-Asserted-Identity", c.identity.PAI))
 	}
@@ -894,8 +958,16 @@ func (b *B2BUA) answerA(c *Call, areq *sip.Request, atx sip.ServerTransaction, b
 	res.AppendHeader(sip.NewHeader("Allow", allowMethods))
 	for _, n := range []string{"Session-Expires", "Require", "Supported"} {
 		for _, h := range bres.GetHeaders(n) {
-			if validValue(h.Value()) {
-				res.AppendHeader(sip.NewHeader(h.Name(), h.Value()))
+			v := h.Value()
+			if c.ownTimer && n != "Supported" {
+				// Leg B's timer is esbc's: leg A asked for none.
+				if n == "Session-Expires" {
+					continue
+				}
+				v = dropTimerTag(v)
+			}
+			if v != "" && validValue(v) {
+				res.AppendHeader(sip.NewHeader(h.Name(), v))
 			}
 		}
 	}
@@ -992,7 +1064,7 @@ func (b *B2BUA) failSetup(c *Call, areq *sip.Request, atx sip.ServerTransaction,
 		if code != re.res.StatusCode {
 			reason = ""
 		}
-		for _, n := range []string{"Retry-After", "Warning", "Reason"} {
+		for _, n := range []string{"Retry-After", "Warning", "Reason", "Min-SE"} {
 			if h := re.res.GetHeader(n); h != nil && validValue(h.Value()) {
 				hdrs = append(hdrs, sip.NewHeader(n, h.Value()))
 			}
@@ -1242,6 +1314,7 @@ func (b *B2BUA) startTimers(c *Call) {
 	if maxd > 0 {
 		c.timers = append(c.timers, time.AfterFunc(maxd, func() { b.hangupAsync(c, "max duration") }))
 	}
+	b.armRefresh(c)
 }
 
 func randUint16() uint16 {

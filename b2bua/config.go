@@ -42,6 +42,14 @@ type Config struct {
 	// AllowHeaders are extra header names copied between legs (besides the
 	// ones esbc always handles itself). Topology hiding still applies.
 	AllowHeaders []string
+	// SessionExpires (calls.session_expires) is the RFC 4028 interval esbc
+	// runs itself on leg B when leg A's peer does not support session
+	// timers, and turns on the 422 check of Min-SE; 0 (the zero value) =
+	// off: timers are only relayed end to end (see timer.go).
+	SessionExpires time.Duration
+	// MinSE (calls.min_se) is the smallest interval esbc accepts and
+	// announces in Min-SE; 0 = 90s (RFC 4028 §4).
+	MinSE time.Duration
 	// MaxDuration ends a call after this long (0 = no limit); a trunk's
 	// MaxDuration overrides it when shorter.
 	MaxDuration time.Duration

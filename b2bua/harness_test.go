@@ -205,6 +205,10 @@ type uas struct {
 	inAuthUser         string                    // challenge in-dialog requests when set
 	inAuthPass         string
 	challenged         chan struct{}
+	// echoTimer: in-dialog 2xx echo a request's Session-Expires (RFC 4028
+	// §9, refresher as asked); updateCode, when set, answers UPDATEs with it.
+	echoTimer  atomic.Bool
+	updateCode atomic.Int32
 }
 
 func newUAS(st *stack, contactHost string) *uas {
@@ -314,6 +318,10 @@ func (u *uas) inDialog(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		return
 	}
+	if code := int(u.updateCode.Load()); code != 0 && req.Method == sip.UPDATE {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, code, "Refused", nil))
+		return
+	}
 	var body []byte
 	if req.Method == sip.INVITE || req.Method == sip.UPDATE {
 		u.mu.Lock()
@@ -330,6 +338,10 @@ func (u *uas) inDialog(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	if req.Method == sip.INVITE {
 		res.AppendHeader(sip.HeaderClone(&u.contact))
+	}
+	if se := req.GetHeader("Session-Expires"); se != nil && u.echoTimer.Load() {
+		res.AppendHeader(sip.NewHeader("Session-Expires", se.Value()))
+		res.AppendHeader(sip.NewHeader("Require", "timer"))
 	}
 	_ = tx.Respond(res)
 }

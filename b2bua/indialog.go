@@ -122,9 +122,16 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 		b.respond(s, req, tx, 403, "Forbidden")
 		return
 	}
+	if c.ownTimer && l == c.B && req.Method == sip.UPDATE && len(req.Body()) == 0 {
+		// A refresh of the timer esbc runs on leg B: not leg A's business.
+		c.mu.Unlock()
+		b.answerRefresh(s, c, l, req, tx)
+		return
+	}
 	out := peer.Dialog.newRequest(req.Method, 0)
 	seq := peer.Dialog.LocalCSeq
 	cfg := c.cfg
+	ownTimer, seDelta := c.ownTimer, c.seDelta
 	c.mu.Unlock()
 	done := func() {
 		if req.Method == sip.INVITE {
@@ -167,6 +174,15 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 	} else {
 		copyHeaders(req, out, cfg, "Accept", "Allow-Events")
 		b.decorate(out)
+	}
+	if ownTimer && offer {
+		if peer == c.B {
+			// Keep esbc's timer on leg B alive (§9: a refresh without
+			// Session-Expires would turn it off).
+			ownTimerHeaders(out, cfg, max(seDelta, int(cfg.minSE()/time.Second)))
+		} else {
+			stripTimer(out)
+		}
 	}
 
 	timeout := 32 * sip.T1
@@ -229,12 +245,29 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 		}
 		for _, n := range []string{"Session-Expires", "Require"} {
 			for _, h := range res.GetHeaders(n) {
-				if validValue(h.Value()) {
-					out2.AppendHeader(sip.NewHeader(h.Name(), h.Value()))
+				v := h.Value()
+				if ownTimer && l == c.A {
+					// Leg B's timer is esbc's: leg A asked for none.
+					if n == "Session-Expires" {
+						continue
+					}
+					v = dropTimerTag(v)
+				}
+				if v != "" && validValue(v) {
+					out2.AppendHeader(sip.NewHeader(h.Name(), v))
 				}
 			}
 		}
 		sessionTimer(req, res, out2)
+		if ownTimer {
+			c.mu.Lock()
+			if peer == c.B {
+				b.noteTimer(c, res, true)
+			} else {
+				b.noteTimer(c, out2, false)
+			}
+			c.mu.Unlock()
+		}
 	}
 	b.decorate(out2)
 	var w *ackWait
