@@ -14,7 +14,10 @@
 // (esbc_calls_total{direction,trunk,result}, esbc_calls_active,
 // esbc_call_setup_seconds, esbc_calls_unknown_source_total,
 // esbc_calls_refused_total, esbc_b2bua_panics_total), the admin view of
-// calls and the CallInfo handed to the CDR writer.
+// calls and the CallInfo handed to Deps.OnEnd (CDR, capture end) after the
+// call's media session is closed, with both legs' SIP Call-IDs; each media
+// leg is created with its own dialog's Call-ID (media.LegConfig.CallID) so
+// the capture files RTP with that leg's SIP.
 //
 // # May import
 //
@@ -60,10 +63,24 @@
 // retransmitted 2xx is ACKed again. REFER toward a trunk carries only the
 // number of its Refer-To (sip:user@trunk-domain). Supported/Require lose
 // 100rel and replaces (esbc sends no PRACK and cannot replace across legs).
-// Session timers (RFC 4028): Session-Expires/Min-SE cross end to end; when
-// the PBX asks for a timer and the trunk's 2xx has none, the PBX is made
-// the refresher (Session-Expires ...;refresher=uac, Require: timer) and its
-// refreshes cross esbc, so the call is not dropped at the interval.
+// Session timers (RFC 4028, timer.go): when leg A's peer supports them,
+// Session-Expires/Min-SE cross end to end; when it asks for a timer and leg
+// B's 2xx has none, it is made the refresher (Session-Expires
+// ...;refresher=uac, Require: timer) and its refreshes cross esbc. When leg
+// A's peer does not support timers and Config.SessionExpires is set, esbc
+// runs the timer on leg B itself: it offers session_expires/min_se, retries
+// once after a 422 with the Min-SE asked, refreshes with UPDATE at half the
+// interval when it is the refresher (408/481/no answer ends the call),
+// answers the peer's body-less UPDATE refreshes, and never shows leg A a
+// timer it did not ask for. An interval below min_se from a peer that
+// supports timers gets 422 with Min-SE.
+//
+// In-dialog ordering (order.go): sipgo hands every message to a goroutine
+// of its own; requests from each leg's peer are relayed in CSeq order, and
+// a request from leg A after esbc's 2xx only once the ACK of that 2xx is on
+// the wire toward leg B (a BYE right behind an ACK never overtakes it). A
+// request waits, on its own handler goroutine and at most T1, for its
+// predecessor; nothing runs for an idle call.
 //
 // # Wiring
 //
@@ -77,8 +94,10 @@
 // # Concurrency
 //
 // sipgo runs each message on its own goroutine. B2BUA.mu guards the call
-// and dialog maps; Call.mu guards a call's state and both Dialogs. No lock
-// is held across network I/O. Goroutines started by the B2BUA itself (CANCEL
+// and dialog maps; Call.mu guards a call's state, both Dialogs and the
+// per-leg ordering state (Leg.relayed, Leg.wake). No lock is held across
+// network I/O; ackB's sync.Once is the one wait across a write (the ACK to
+// leg B), on purpose: whoever needs the ACK out first waits for it. Goroutines started by the B2BUA itself (CANCEL
 // senders, timer hang-ups) are counted in a WaitGroup that Close waits for.
 // Handlers recover from panics and count them.
 //
@@ -86,6 +105,8 @@
 //
 // RFC 3261 (§9 CANCEL, §12 dialogs, §13.3.1.4 2xx retransmission, §15 BYE,
 // §22 digest through b2bua/trunk), RFC 3264 (through media), RFC 3325/3323
-// (through b2bua/header), RFC 6026 (2xx/ACK handling), RFC 4028 headers
-// relayed end to end.
+// (through b2bua/header), RFC 6026 (2xx/ACK handling), RFC 4028 (§7.4 422
+// retry, §9 422 with Min-SE, §10 refresh at half the interval and ending
+// on 408/481; no expiry watchdog when the peer is the refresher: media
+// inactivity ends a dead call).
 package b2bua
