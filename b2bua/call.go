@@ -54,6 +54,7 @@ type Leg struct {
 	// closed when relayed moves or the call ends.
 	relayed uint32
 	wake    chan struct{}
+	gappy   bool // a wait for a missing CSeq expired: no more CSeq waits
 }
 
 // client is the sipgo client that sends this leg's requests: the side's

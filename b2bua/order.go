@@ -48,7 +48,7 @@ func (b *B2BUA) awaitTurn(c *Call, l *Leg, seq uint32) (relayed func()) {
 	}()
 	late := false
 	c.mu.Lock()
-	for c.state != StateEnded && l.relayed != 0 && seq > l.relayed+1 {
+	for c.state != StateEnded && l.relayed != 0 && seq > l.relayed+1 && !l.gappy {
 		if l.wake == nil {
 			l.wake = make(chan struct{})
 		}
@@ -61,6 +61,9 @@ func (b *B2BUA) awaitTurn(c *Call, l *Leg, seq uint32) (relayed func()) {
 		}
 		c.mu.Lock()
 		if late {
+			// A peer that skips CSeq numbers (or a request lost on the
+			// way): its dialog is not waited on again.
+			l.gappy = true
 			break
 		}
 	}

@@ -193,3 +193,39 @@ func TestInDialogBurstInOrder(t *testing.T) {
 		t.Errorf("%d INFOs reached the trunk, want %d", infos, calls*burst)
 	}
 }
+
+// TestInDialogCSeqGap: a peer that skips CSeq numbers (or whose request
+// was lost) is not refused: the request after the gap is relayed once its
+// missing predecessor has had its chance, and so are the next ones.
+func TestInDialogCSeqGap(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.outbound(ctx, "94155550123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := s.InviteRequest.CSeq().SeqNo
+	for i, jump := range []uint32{5, 1, 3} {
+		seq += jump
+		// Built by hand: sipgo's dialog would renumber it.
+		req := sip.NewRequest(sip.INFO, s.InviteResponse.Contact().Address)
+		req.AppendHeader(sip.HeaderClone(s.InviteRequest.From()))
+		req.AppendHeader(sip.HeaderClone(s.InviteResponse.To()))
+		req.AppendHeader(sip.HeaderClone(s.InviteRequest.CallID()))
+		req.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: sip.INFO})
+		req.AppendHeader(sip.HeaderClone(s.InviteRequest.Contact()))
+		req.SetDestination(s.InviteResponse.Source())
+		res, err := e.pbx.cli.Do(ctx, req)
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("INFO %d (CSeq %d): %v %v", i, seq, res, err)
+		}
+	}
+	if n := len(e.trkUAS.requests(sip.INFO)); n != 3 {
+		t.Errorf("trunk got %d INFOs, want 3", n)
+	}
+	if err := hangUp(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEnded(1)
+}
