@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -212,12 +213,16 @@ func (a *App) start(ctx context.Context) error {
 	if a.wan, err = a.buildSide(ctx, SideWAN, snap); err != nil {
 		return err
 	}
-	a.untrace = traceClientWrites(a.edge.capture, a.lan, a.wan)
+	pbx := func() netip.Addr {
+		ip, _ := uriHostAddr(a.store.Current().LAN.PBX.URI)
+		return ip
+	}
+	a.untrace = traceClientWrites(a.edge.capture, a.m.countSIP, pbx, a.lan, a.wan)
 	err = installCalls(CallsDeps{
 		Logger: a.log.Named("calls"), Snapshot: a.store.Current, Subscribe: subscribe,
 		LAN: a.lan, WAN: a.wan, Admin: a.admin.mux, Registerer: a.m.reg, Hooks: &a.hooks,
-		TrunkTLS: a.trunkTLS, CountSIP: a.m.countSIP,
-		Guard: a.edge.guard(), Capture: a.edge.capture,
+		TrunkTLS: a.trunkTLS,
+		Guard:    a.edge.guard(), Capture: a.edge.capture,
 		SetTrunkVerifier: func(f func(cryptotls.ConnectionState) error) {
 			if f == nil {
 				a.trunkVerify.Store(nil)

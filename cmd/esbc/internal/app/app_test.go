@@ -234,6 +234,13 @@ func TestOPTIONSAnsweredOnEveryTransport(t *testing.T) {
 	if res := request(t, cli, sip.MESSAGE, "200", "", r.addr(SideLAN, "udp"), "UDP"); res.StatusCode < 400 {
 		t.Errorf("MESSAGE: %d, want a failure", res.StatusCode)
 	}
+	// Every message sent is counted once, where it leaves (two OPTIONS
+	// answered per transport: LAN udp+tcp, WAN tls).
+	for side, want := range map[Side]float64{SideLAN: 4, SideWAN: 2} {
+		if got := counterReaches(t, r.app.m.sipMessages.WithLabelValues(string(side), "out", "OPTIONS"), want); got != want {
+			t.Errorf("esbc_sip_messages_total{side=%s,direction=out,method=OPTIONS} = %v, want %v", side, got, want)
+		}
+	}
 	body := httpGet(t, r, "/metrics")
 	for _, want := range []string{
 		`esbc_sip_messages_total{direction="in",method="OPTIONS",side="lan"}`,

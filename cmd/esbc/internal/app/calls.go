@@ -114,11 +114,9 @@ func installCalls(d CallsDeps) error {
 			cdrw.Write(b2bua.CDRRecord(ci))
 			endCapture(d.Capture, ci)
 		},
-		CountOut: func(side, method string) {
-			if d.CountSIP != nil {
-				d.CountSIP(Side(side), "out", method)
-			}
-		},
+		// No CountOut: app counts every message sent where it leaves
+		// (socket wrappers, and the client-connection tracer of
+		// captrace.go); counting here too would count most messages twice.
 		AuthFailure: func(addr netip.Addr) {
 			if d.Guard != nil && d.Guard.ReportAuthFailure(addr) {
 				log.Warn("source banned after repeated failures", zap.Stringer("source", addr))

@@ -188,6 +188,11 @@ routes:
 				if failures != 0 {
 					t.Errorf("esbc_tls_handshake_failures_total{side=wan,reason=certificate} = %v, want 0", failures)
 				}
+				// Written on the connection sipgo dialled: counted by the
+				// client-connection tracer (captrace.go).
+				if n := counterReaches(t, r.app.m.sipMessages.WithLabelValues(string(SideWAN), "out", "OPTIONS"), 1); n != 1 {
+					t.Errorf("esbc_sip_messages_total{side=wan,direction=out,method=OPTIONS} = %v, want 1", n)
+				}
 				return
 			}
 			if !strings.HasPrefix(got, "handshake: ") || !strings.Contains(got, "bad certificate") {

@@ -83,9 +83,6 @@ type CallsDeps struct {
 	// wan.tls.ca_file, server name = trunk tls.server_name or domain,
 	// optional client certificate, min_version). It follows reloads.
 	TrunkTLS func(trunk string) (*cryptotls.Config, error)
-	// CountSIP increments esbc_sip_messages_total{side,direction,method}
-	// for messages app cannot see itself (direction "in" | "out").
-	CountSIP func(side Side, direction, method string)
 	// Guard is the edge policy (edge.guard()): the trunks' resolved
 	// addresses go to SetTrunkAddrs (an empty wan.acl.allow admits them,
 	// SPEC §4), failed authentications to ReportAuthFailure. nil: none.
