@@ -98,7 +98,7 @@ lan:
 wan:
   listen: ["udp://127.0.0.1:%d"]
   advertise: 127.0.0.1
-  acl: { allow: ["127.0.0.0/8"] }   # an empty list does not follow DNS yet (see TestFailoverWANACLFollowsDNS)
+  acl: { allow: [] }   # only the trunks' servers as resolved from DNS (SPEC §4)
 dns: { servers: ["%s"], timeout: 1s }
 trunks:
   - name: geo

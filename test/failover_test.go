@@ -480,6 +480,8 @@ func failoverWalk(t *testing.T, network string) {
 // found by DNS SRV those are the resolved ones (issue 6: "The WAN ACL with
 // an empty allow list follows the resolved addresses of the trunks"). The
 // trunk servers' answers to REGISTER, OPTIONS and INVITE must get through.
+// Found by this test (app never fed acl.Guard.SetTrunkAddrs); fixed in
+// cb4ede3 (trunk.Deps.AddrsChanged) and c29ef4a (app feeds the guard).
 func TestFailoverWANACLFollowsDNS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -488,9 +490,9 @@ func TestFailoverWANACLFollowsDNS(t *testing.T) {
 	e := newFailoverEnv(t, "udp", "", func(e *failoverEnv) { e.primary.start(); e.secondary.start() })
 	defer e.stop(t)
 	if !failoverPoll(10*time.Second, func() bool { return e.admin.state(t).registeredAt(failoverTrunkKey) == e.pt }) {
-		// When esbc sends toward UDP trunks from its WAN listener, the
-		// trunks' answers arrive there too and meet the same ACL.
-		failoverKnownBug(t, fmt.Sprintf("KNOWN BUG (app does not feed the trunks' resolved addresses to acl.Guard.SetTrunkAddrs): "+
+		// esbc sends toward UDP trunks from its WAN listener: the trunks'
+		// answers arrive there too and meet the same ACL.
+		t.Fatal(fmt.Sprintf("the resolved trunk addresses are not admitted by the WAN ACL (acl.Guard.SetTrunkAddrs): "+
 			"not registered at the primary with wan.acl.allow empty\nregistrations/targets: %s\n%s",
 			e.admin.get(t, "/api/v1/registrations"),
 			failoverMetricLines(e.admin.get(t, "/metrics"), `esbc_acl_dropped_total{reason="denied",side="wan"}`)))
@@ -532,25 +534,11 @@ func TestFailoverWANACLFollowsDNS(t *testing.T) {
 		}
 	}
 	if !answered {
-		// Reported to the lead (issue 6 report): cmd/esbc/internal/app never
-		// calls acl.Guard.SetTrunkAddrs, so only static trunks[].servers
-		// IPs are admitted.
-		failoverKnownBug(t, fmt.Sprintf("KNOWN BUG (app does not feed the trunks' resolved addresses to acl.Guard.SetTrunkAddrs): "+
+		t.Fatal(fmt.Sprintf("the resolved trunk addresses are not admitted by the WAN ACL (acl.Guard.SetTrunkAddrs): "+
 			"OPTIONS from the primary's address %s to the WAN listener dropped with wan.acl.allow empty\n%s",
 			trunkSrc.LocalAddr(), failoverMetricLines(e.admin.get(t, "/metrics"), `esbc_acl_dropped_total{reason="denied",side="wan"}`)))
 	}
 	secNoDatagram(t, stranger)
-}
-
-// failoverKnownBug marks a test that shows a reported bug of another
-// package: a skip naming the bug, or a failure with ESBC_KNOWN_BUGS=1, so
-// that CI stays green until the owner fixes it and the test then passes.
-func failoverKnownBug(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("ESBC_KNOWN_BUGS") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg + "\n(set ESBC_KNOWN_BUGS=1 to make this a failure)")
 }
 
 // failoverMetricLines returns the lines of a /metrics body for one family.
@@ -606,16 +594,13 @@ func TestFailoverAfterTrying(t *testing.T) {
 	}
 }
 
-// TestFailoverWANClientSocketACL: toward a UDP trunk, sipgo sends esbc's
-// requests (REGISTER, OPTIONS, INVITE) from sockets it opens itself, not
-// from the WAN listener; the trunk sees that source (rport) and anyone who
-// learns it can send there. The WAN ACL must hold on those sockets too: a
-// source outside wan.acl.allow gets no answer.
-//
-// KNOWN BUG (reported): such sockets are not wrapped by the edge filter
-// (cmd/esbc/internal/app: the WAN client has no WithClientConnectionAddr,
-// and edge wraps only the listeners), so a stranger's OPTIONS is answered.
-// Kept as a marked skip; ESBC_KNOWN_BUGS=1 makes it a failure.
+// TestFailoverWANClientSocketACL: the socket esbc's requests toward a UDP
+// trunk (REGISTER, OPTIONS, INVITE) leave from is the source the trunk sees
+// (rport), and anyone who learns it can send there. The WAN ACL must hold
+// on it too: a source outside wan.acl.allow gets no answer, a trunk does.
+// Found by this test (a stranger's OPTIONS to esbc's REGISTER source port
+// was answered: sipgo's ephemeral client sockets bypassed the edge filter);
+// fixed in 0d667dd (UDP requests leave from the wrapped listener).
 func TestFailoverWANClientSocketACL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -658,9 +643,8 @@ func TestFailoverWANClientSocketACL(t *testing.T) {
 	}
 	_ = stranger.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 	if n, _, err := stranger.ReadFrom(buf); err == nil {
-		msg := fmt.Sprintf("KNOWN BUG (the WAN ACL is not applied on the UDP sockets sipgo opens for esbc's requests "+
-			"toward trunks): OPTIONS from 127.0.0.9, outside wan.acl.allow, to esbc's REGISTER source %s answered:\n%s", src, buf[:n])
-		failoverKnownBug(t, msg)
+		msg := fmt.Sprintf("the WAN ACL is not applied on the socket esbc's requests toward trunks leave from: OPTIONS from 127.0.0.9, outside wan.acl.allow, to esbc's REGISTER source %s answered:\n%s", src, buf[:n])
+		t.Fatal(msg)
 	}
 }
 
@@ -668,10 +652,8 @@ func TestFailoverWANClientSocketACL(t *testing.T) {
 // §4 / config.example.yaml: "0 = off"). A trunk with IP authentication
 // then gets no request from esbc but the calls.
 //
-// KNOWN BUG (reported): cmd/esbc/internal/app/calls.go trunkConfigs passes
-// 0 to trunk.Config.OptionsInterval, where 0 means the 30 s default (< 0
-// disables): OPTIONS go out at start and every 30 s. Kept as a marked
-// skip; ESBC_KNOWN_BUGS=1 makes it a failure.
+// Found by this test (0 reached trunk.Config.OptionsInterval, where it
+// meant the 30 s default); fixed in 06f0a54 (0 = off in b2bua/trunk).
 func TestFailoverOptionsOff(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -698,8 +680,8 @@ func TestFailoverOptionsOff(t *testing.T) {
 	n := e.primary.options
 	e.primary.mu.Unlock()
 	if n > 0 {
-		msg := fmt.Sprintf("KNOWN BUG (app/calls.go trunkConfigs maps options_interval 0 to trunk's 30 s default): "+
+		msg := fmt.Sprintf("options_interval 0 taken as a default interval: "+
 			"%d OPTIONS reached the primary with options_interval: 0s", n)
-		failoverKnownBug(t, msg)
+		t.Fatal(msg)
 	}
 }
