@@ -14,6 +14,7 @@ package test
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -51,25 +52,42 @@ type failoverSIPpTrunk struct {
 }
 
 // start runs a new SIPp process for the trunk and waits until it has
-// bound its SIP port.
+// bound its SIP port. A SIPp that exits at once (a media port taken by
+// another process between the check and its bind, on this shared machine)
+// is retried on fresh media ports, at most 3 times.
 func (s *failoverSIPpTrunk) start(t *testing.T, name string) *e2eSIPp {
 	t.Helper()
-	s.lives++
-	p := e2eStartSIPp(t, s.dir, fmt.Sprintf("%s-%d", name, s.lives), true,
-		"-sf", e2eScenario(t, "uas_answer.xml"), "-t", "u1",
-		"-i", s.ip, "-p", strconv.Itoa(s.port), "-mp", strconv.Itoa(s.media), "-rtp_echo",
-		"-max_socket", "1000")
+	var out string
+	for range 3 {
+		s.lives++
+		p := e2eStartSIPp(t, s.dir, fmt.Sprintf("%s-%d", name, s.lives), true,
+			"-sf", e2eScenario(t, "uas_answer.xml"), "-t", "u1",
+			"-i", s.ip, "-p", strconv.Itoa(s.port), "-mp", strconv.Itoa(s.media), "-rtp_echo",
+			"-max_socket", "1000")
+		if s.bound(t, p) {
+			return p
+		}
+		out = p.file(filepath.Join(p.dir, "stdout.log"), 20) + "\n" + p.file(p.errFile, 20)
+		s.media = failoverMediaPort(t, s.ip)
+	}
+	t.Fatalf("sipp %s on %s:%d did not start:\n%s", name, s.ip, s.port, out)
+	return nil
+}
+
+// bound waits until SIPp has bound the trunk's SIP port (true) or exited.
+func (s *failoverSIPpTrunk) bound(t *testing.T, p *e2eSIPp) bool {
+	t.Helper()
 	addr := net.JoinHostPort(s.ip, strconv.Itoa(s.port))
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		select {
 		case <-p.done:
-			t.Fatalf("sipp %s exited: %v\n%s", p.name, p.err, p.file(p.dir+"/stdout.log", 20))
+			return false
 		default:
 		}
 		c, err := net.ListenPacket("udp", addr)
 		if err != nil {
-			return p // bound by SIPp
+			return true // bound by SIPp
 		}
 		c.Close()
 		if time.Now().After(deadline) {
