@@ -2,6 +2,7 @@ package acl
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -116,7 +117,7 @@ func FuzzStream(f *testing.F) {
 						t.Fatalf("delivered bytes not in input: %q", buf[:n])
 					}
 				}
-				if err == io.EOF || (err != nil && n == 0) {
+				if errors.Is(err, io.EOF) || (err != nil && n == 0) {
 					break
 				}
 				if i > len(data)+10 {

@@ -14,12 +14,11 @@ const maxVia = 64
 // span is a [start, end) range of a raw message.
 type span struct{ start, end int32 }
 
-func (s span) ok() bool                   { return s.end > s.start }
-func (s span) of(b []byte) []byte         { return b[s.start:s.end] }
-func mkspan(start, end int) span          { return span{int32(start), int32(end)} }
-func (s span) valueOf(b []byte) []byte    { return bytes.TrimSpace(b[s.start:s.end]) }
-func (s span) isEmpty(b []byte) bool      { return len(s.valueOf(b)) == 0 }
-func (s span) equalFold(b, x []byte) bool { return bytes.EqualFold(s.valueOf(b), x) }
+func (s span) ok() bool                { return s.end > s.start }
+func (s span) of(b []byte) []byte      { return b[s.start:s.end] }
+func mkspan(start, end int) span       { return span{int32(start), int32(end)} }
+func (s span) valueOf(b []byte) []byte { return bytes.TrimSpace(b[s.start:s.end]) }
+func (s span) isEmpty(b []byte) bool   { return len(s.valueOf(b)) == 0 }
 
 // message is what the edge learns about a raw SIP message in one pass over
 // its header section, without allocating.

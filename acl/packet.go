@@ -29,7 +29,7 @@ func (g *Guard) WrapPacketConn(s Side, pc net.PacketConn) *PacketConn {
 
 // WriteTo sends b, showing it to the write tap first.
 func (c *PacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	c.g.writeTap(c.side, c.PacketConn.LocalAddr(), addr, b)
+	c.g.writeTap(c.side, c.LocalAddr(), addr, b)
 	return c.PacketConn.WriteTo(b, addr)
 }
 

@@ -66,15 +66,15 @@ func (l *Listener) Accept() (net.Conn, error) {
 		src := addrOf(c.RemoteAddr())
 		if !src.IsValid() {
 			l.g.m.drop(l.side, ReasonMalformed)
-			c.Close()
+			_ = c.Close() // refused before any use: a close error changes nothing
 			continue
 		}
 		if r := l.g.Admit(l.side, src); r != ReasonNone {
-			c.Close()
+			_ = c.Close() // refused (and counted by Admit)
 			continue
 		}
 		if !l.g.openConn(l.side, src) {
-			c.Close()
+			_ = c.Close() // refused: too many connections from src
 			continue
 		}
 		if l.frame {
@@ -195,7 +195,7 @@ func (c *Conn) Unwrap() net.Conn { return c.Conn }
 // Write serialises writes with the edge's own responses.
 func (c *Conn) Write(b []byte) (int, error) {
 	if c.mode.Load() != modeRaw {
-		c.g.writeTap(c.side, c.Conn.LocalAddr(), c.Conn.RemoteAddr(), b)
+		c.g.writeTap(c.side, c.LocalAddr(), c.RemoteAddr(), b)
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -267,7 +267,7 @@ func (c *Conn) readRaw(b []byte) (int, error) {
 // fail records a fatal error and closes the connection.
 func (c *Conn) fail(err error) {
 	c.err = err
-	c.Close()
+	_ = c.Close() // err is what the reader reports, not a close error
 }
 
 // fill reads more bytes from the connection, compacting or growing buf
@@ -411,7 +411,7 @@ func (c *Conn) frameOne() (err error) {
 		g.m.responses[c.side&1].Inc()
 		resp := respPool.Get().(*[]byte)
 		*resp = m.appendResponse((*resp)[:0], msg, code, p.side[c.side&1].allowHeader, p.cfg.ServerHeader)
-		g.writeTap(c.side, c.Conn.LocalAddr(), c.Conn.RemoteAddr(), *resp)
+		g.writeTap(c.side, c.LocalAddr(), c.RemoteAddr(), *resp)
 		c.wmu.Lock()
 		_, werr := c.Conn.Write(*resp)
 		c.wmu.Unlock()

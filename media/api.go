@@ -10,12 +10,12 @@ import (
 type SRTPPolicy int
 
 const (
-	// SRTPOff: plain RTP/AVP, crypto attributes are removed.
+	// SRTPOff means plain RTP/AVP; crypto attributes are removed.
 	SRTPOff SRTPPolicy = iota
-	// SRTPOptional: SRTP when the peer offers or accepts it (best-effort
+	// SRTPOptional means SRTP when the peer offers or accepts it (best-effort
 	// SDES in RTP/AVP toward the peer), else plain RTP.
 	SRTPOptional
-	// SRTPMandatory: RTP/SAVP only; an SDP without usable crypto is
+	// SRTPMandatory means RTP/SAVP only; an SDP without usable crypto is
 	// ErrNotAcceptable.
 	SRTPMandatory
 )

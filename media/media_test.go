@@ -53,16 +53,15 @@ var (
 // peer is a far end: a real UDP socket pair and (for SRTP) pion contexts
 // built independently from the keys in the SDP.
 type peer struct {
-	t          testing.TB
-	rtp, rtcp  *net.UDPConn
-	enc, dec   *srtp.Context // nil for plain RTP
-	encC, decC *srtp.Context
-	remote     netip.AddrPort // esbc's address for this peer
-	encCrypto  sdp.Crypto     // the key this peer encrypts with
-	decCrypto  sdp.Crypto     // esbc's key toward this peer
-	ssrc       uint32
-	seq        uint16
-	ts         uint32
+	t         testing.TB
+	rtp, rtcp *net.UDPConn
+	enc, dec  *srtp.Context  // nil for plain RTP
+	remote    netip.AddrPort // esbc's address for this peer
+	encCrypto sdp.Crypto     // the key this peer encrypts with
+	decCrypto sdp.Crypto     // esbc's key toward this peer
+	ssrc      uint32
+	seq       uint16
+	ts        uint32
 }
 
 func newPeer(t testing.TB) *peer {

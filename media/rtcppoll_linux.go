@@ -44,7 +44,7 @@ func newRTCPPoller(e *Engine) (*rtcpPoller, error) {
 	}
 	p := &rtcpPoller{e: e, epfd: epfd, buf: make([]byte, bufSize), ws: map[int32]*pollEntry{}, done: make(chan struct{})}
 	if err := syscall.Pipe2(p.pipe[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
-		syscall.Close(epfd)
+		_ = syscall.Close(epfd) // already failing; the Pipe2 error is the one to report
 		return nil, fmt.Errorf("media: rtcp poller: %w", err)
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: pollStopID}
@@ -56,10 +56,13 @@ func newRTCPPoller(e *Engine) (*rtcpPoller, error) {
 	return p, nil
 }
 
+// closeFDs releases the poller's descriptors. Errors are ignored: on Linux
+// close(2) frees the descriptor even when it fails, so there is nothing to
+// retry, and nothing was written through them that a failure could lose.
 func (p *rtcpPoller) closeFDs() {
-	syscall.Close(p.pipe[0])
-	syscall.Close(p.pipe[1])
-	syscall.Close(p.epfd)
+	_ = syscall.Close(p.pipe[0])
+	_ = syscall.Close(p.pipe[1])
+	_ = syscall.Close(p.epfd)
 }
 
 // register hands the worker's socket to the poller; the id unregisters it.
@@ -163,11 +166,11 @@ func addrPort(rsa *syscall.RawSockaddrAny) (netip.AddrPort, bool) {
 	switch rsa.Addr.Family {
 	case syscall.AF_INET:
 		sa := (*syscall.RawSockaddrInet4)(unsafe.Pointer(rsa))
-		port := uint16(sa.Port>>8) | uint16(sa.Port<<8)
+		port := sa.Port>>8 | sa.Port<<8 // network byte order; the swap assumes a little-endian host
 		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port), true
 	case syscall.AF_INET6:
 		sa := (*syscall.RawSockaddrInet6)(unsafe.Pointer(rsa))
-		port := uint16(sa.Port>>8) | uint16(sa.Port<<8)
+		port := sa.Port>>8 | sa.Port<<8 // network byte order; the swap assumes a little-endian host
 		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port), true
 	}
 	return netip.AddrPort{}, false

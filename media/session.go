@@ -262,7 +262,7 @@ func (s *Session) Offer(from int, body []byte) ([]byte, error) {
 	x, y := from, 1-from
 	off, err := sdp.Parse(body)
 	if err != nil {
-		return nil, fmt.Errorf("%w: offer from %s: %v", ErrNotAcceptable, s.legs[x].Name, err)
+		return nil, fmt.Errorf("%w: offer from %s: %w", ErrNotAcceptable, s.legs[x].Name, err)
 	}
 	out := off.Clone()
 	p := &pending{from: x, offer: off}
@@ -539,7 +539,7 @@ func (s *Session) bind(leg, index int, media string) (*endpoint, error) {
 			local: netip.AddrPortFrom(self, uint16(port)), localRTCP: netip.AddrPortFrom(self, uint16(port+1))}, nil
 	}
 	// Ports taken by other processes count as exhausted: the caller answers 503.
-	return nil, fmt.Errorf("media: session %s: %w: bind %s: %v", s.id, ErrPortsExhausted, addr, lastErr)
+	return nil, fmt.Errorf("media: session %s: %w: bind %s: %w", s.id, ErrPortsExhausted, addr, lastErr)
 }
 
 func (s *Session) releaseEndpoint(ep *endpoint) {
@@ -572,7 +572,7 @@ func (s *Session) Answer(from int, body []byte) ([]byte, error) {
 	}
 	ans, err := sdp.Parse(body)
 	if err != nil {
-		return nil, fmt.Errorf("%w: answer from %s: %v", ErrNotAcceptable, s.legs[y].Name, err)
+		return nil, fmt.Errorf("%w: answer from %s: %w", ErrNotAcceptable, s.legs[y].Name, err)
 	}
 	out := ans.Clone()
 	for len(out.Media) < len(p.lines) {
@@ -613,7 +613,7 @@ func (s *Session) Answer(from int, body []byte) ([]byte, error) {
 		if cs := am.Attrs("crypto"); len(pl.offered) > 0 && len(cs) > 0 {
 			c, err := sdp.ParseCrypto(cs[0])
 			if err != nil {
-				return nil, fmt.Errorf("%w: answer from %s: %v", ErrNotAcceptable, s.legs[y].Name, err)
+				return nil, fmt.Errorf("%w: answer from %s: %w", ErrNotAcceptable, s.legs[y].Name, err)
 			}
 			k := pl.offered[c.Tag]
 			if k == nil || k.suite != c.Suite {

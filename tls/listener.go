@@ -104,7 +104,7 @@ func (c *conn) handshake() error {
 	c.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), HandshakeTimeout)
 		defer cancel()
-		if err := c.Conn.HandshakeContext(ctx); err != nil {
+		if err := c.HandshakeContext(ctx); err != nil {
 			c.err = err
 			c.l.m.Failed(c.l.log, c.l.side, c.RemoteAddr().String(), err)
 		}

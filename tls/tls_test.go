@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"io"
 	"math/big"
 	"net"
@@ -295,7 +296,7 @@ func TestSelfSigned(t *testing.T) {
 		t.Fatalf("SANs: %v %v", c.Leaf.IPAddresses, c.Leaf.DNSNames)
 	}
 	store := NewStore()
-	if _, err := store.GetCertificate(nil); err != ErrNoCertificate {
+	if _, err := store.GetCertificate(nil); !errors.Is(err, ErrNoCertificate) {
 		t.Fatalf("empty store: %v", err)
 	}
 	store.Set(c)

@@ -218,7 +218,10 @@ func (w *Writer) run() {
 		select {
 		case r, ok := <-w.q:
 			if !ok {
-				w.closeFile()
+				if err := w.closeFile(); err != nil {
+					// closeFile counted it; Close returns nil, so log it as write and flush errors are
+					w.log.Error("cdr: close", zap.Error(err))
+				}
 				return
 			}
 			w.safeWrite(r)

@@ -200,9 +200,7 @@ func validHost(s string) bool {
 }
 
 func isPhone(s string) bool {
-	if strings.HasPrefix(s, "+") {
-		s = s[1:]
-	}
+	s = strings.TrimPrefix(s, "+")
 	if s == "" {
 		return false
 	}

@@ -621,7 +621,7 @@ func (r *Resolver) fetch(ctx context.Context, key cacheKey) ([]dns.RR, time.Dura
 	}
 	var (
 		rrs    []dns.RR
-		minTTL uint32 = ^uint32(0)
+		minTTL = ^uint32(0)
 	)
 	for _, rr := range resp.Answer {
 		minTTL = min(minTTL, rr.Header().Ttl)

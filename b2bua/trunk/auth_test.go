@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"strings"
 	"testing"
 
@@ -41,7 +40,7 @@ func challengeRes(code int, hdrs ...string) *sip.Response {
 
 // expected computes RFC 7616 §3.4.1 on its own (crypto/md5, crypto/sha256).
 func expected(c *digest.Credentials, method, password string) string {
-	var h func() hash.Hash = md5.New
+	h := md5.New
 	if strings.EqualFold(c.Algorithm, "SHA-256") {
 		h = sha256.New
 	}

@@ -263,7 +263,7 @@ func (r *registrar) verify(req *sip.Request, value string) error {
 	default:
 		return fmt.Errorf("algorithm %q", c.Algorithm)
 	}
-	if want := r.algorithm.Load().(string); !strings.EqualFold(c.Algorithm, want) && !(want == "MD5" && c.Algorithm == "") {
+	if want := r.algorithm.Load().(string); !strings.EqualFold(c.Algorithm, want) && (want != "MD5" || c.Algorithm != "") {
 		return fmt.Errorf("algorithm %q, challenged %q", c.Algorithm, want)
 	}
 	H := func(s string) string { x := h(); x.Write([]byte(s)); return hex.EncodeToString(x.Sum(nil)) }

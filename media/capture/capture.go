@@ -392,6 +392,15 @@ func (c *Capture) fileFor(callID string, t time.Time, n int) (*file, error) {
 	return f, nil
 }
 
+// fileNameByte reports whether ch may stay in a capture file name as is.
+func fileNameByte(ch byte) bool {
+	switch {
+	case ch >= 'a' && ch <= 'z', ch >= 'A' && ch <= 'Z', ch >= '0' && ch <= '9':
+		return true
+	}
+	return ch == '-' || ch == '_' || ch == '.'
+}
+
 // sanitize keeps a Call-ID usable as a file name.
 func sanitize(s string) string {
 	if s == "" {
@@ -399,7 +408,7 @@ func sanitize(s string) string {
 	}
 	b := []byte(s)
 	for i, ch := range b {
-		if !(ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '_' || ch == '.') {
+		if !fileNameByte(ch) {
 			b[i] = '_'
 		}
 	}
@@ -429,8 +438,10 @@ func (c *Capture) open(prefix, callID string, t time.Time) (*file, error) {
 	}}
 	w, err := pcapgo.NewNgWriterInterface(fh, intf, opts)
 	if err != nil {
-		fh.Close()
-		os.Remove(path)
+		// Best effort: the writer error is the one to report, and the
+		// file holds nothing yet.
+		_ = fh.Close()
+		_ = os.Remove(path)
 		return nil, err
 	}
 	f := &file{path: path, f: fh, w: w, lastUsed: time.Now(), callID: callID}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -352,7 +353,5 @@ func TestExampleConfigIsValid(t *testing.T) {
 }
 
 func asErrs(err error, es *Errors) bool {
-	e, ok := err.(Errors)
-	*es = e
-	return ok
+	return errors.As(err, es)
 }

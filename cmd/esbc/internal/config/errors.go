@@ -49,8 +49,9 @@ func keyLess(a, b string) bool {
 		}
 		a, b = a[ai+1:], b[bi+1:]
 		var na, nb int
-		fmt.Sscanf(a, "%d", &na)
-		fmt.Sscanf(b, "%d", &nb)
+		// An index that is not a number reads as 0: the rest of the key decides.
+		_, _ = fmt.Sscanf(a, "%d", &na)
+		_, _ = fmt.Sscanf(b, "%d", &nb)
 		if na != nb {
 			return na < nb
 		}

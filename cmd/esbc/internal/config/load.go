@@ -46,9 +46,7 @@ func Parse(data []byte, source string) (*Snapshot, error) {
 		return s, err
 	}
 	var errs Errors
-	if err != nil {
-		errs, _ = err.(Errors)
-	}
+	errors.As(err, &errs) // compile fails only with Errors
 	return nil, append(schemaErrs, errs...).sorted()
 }
 
@@ -138,8 +136,7 @@ func walk(path string, raw any, t reflect.Type, errs *Errors) any {
 	if s, ok := raw.(string); ok && t.Kind() != reflect.String {
 		raw = expand(path, s, errs) // "${PORT}" may feed a number
 	}
-	switch {
-	case t == durationType:
+	if t == durationType {
 		switch x := raw.(type) {
 		case string:
 			if _, err := time.ParseDuration(x); err != nil {

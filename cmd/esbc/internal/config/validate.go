@@ -4,6 +4,7 @@ import (
 	cryptotls "crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -590,7 +591,8 @@ func (v validator) trunk(i int, t *Trunk, index map[string]int) {
 
 // unwrapPath drops the path from an *os.PathError: the key names the file.
 func unwrapPath(err error) error {
-	if pe, ok := err.(*os.PathError); ok {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
 		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
 	}
 	return err
