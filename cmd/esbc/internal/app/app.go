@@ -218,7 +218,7 @@ func (a *App) start(ctx context.Context) error {
 		return ip
 	}
 	a.untrace = traceClientWrites(a.edge.capture, a.m.countSIP, pbx, a.lan, a.wan)
-	err = installCalls(CallsDeps{
+	startCalls, err := installCalls(CallsDeps{
 		Logger: a.log.Named("calls"), Snapshot: a.store.Current, Subscribe: subscribe,
 		LAN: a.lan, WAN: a.wan, Admin: a.admin.mux, Registerer: a.m.reg, Hooks: &a.hooks,
 		TrunkTLS: a.trunkTLS,
@@ -237,6 +237,11 @@ func (a *App) start(ctx context.Context) error {
 	}
 	a.serveSide(a.lan)
 	a.serveSide(a.wan)
+	a.waitServing(a.lan)
+	a.waitServing(a.wan)
+	if err := startCalls(); err != nil {
+		return fmt.Errorf("calls: %w", err)
+	}
 	if a.admin.ln != nil {
 		a.admin.serve()
 	}

@@ -15,7 +15,8 @@ package app
 //     token). d.Registerer registers esbc_ metrics. d.Hooks.OnDrain is
 //     called at SIGTERM (refuse new INVITEs with 503, wait for calls to end
 //     or ctx); d.Hooks.OnClose releases what installCalls started.
-//   - The returned error aborts start-up (exit 1).
+//   - The returned error aborts start-up (exit 1). The returned start
+//     function is called once the sockets are served (trunks start there).
 //
 // What it builds: the media engine, the DNS resolver and target health,
 // the trunk runtimes (registration, keepalive, channels), the CDR writer
@@ -47,14 +48,17 @@ import (
 )
 
 // installCalls builds the call-handling components and installs the B2BUA's
-// SIP handlers on both sides.
-func installCalls(d CallsDeps) error {
+// SIP handlers on both sides. The returned start function starts the trunk
+// runtimes (registration, OPTIONS, keepalive): app calls it once the
+// sockets are served, since their first requests go out from the UDP
+// listening sockets, which sipgo must hold by then.
+func installCalls(d CallsDeps) (start func() error, err error) {
 	log := d.Logger
 	snap := d.Snapshot()
 
 	eng, err := media.NewEngine(mediaConfig(snap), log.Named("media"), d.Registerer)
 	if err != nil {
-		return fmt.Errorf("media: %w", err)
+		return nil, fmt.Errorf("media: %w", err)
 	}
 	res := locate.NewResolver(locateConfig(snap), log.Named("locate"), d.Registerer)
 	health := locate.NewHealth(log.Named("health"), d.Registerer)
@@ -62,13 +66,13 @@ func installCalls(d CallsDeps) error {
 	if err != nil {
 		_ = eng.Close()
 		_ = res.Close()
-		return err
+		return nil, err
 	}
 	wanUDP, err := udpClient(d.WAN)
 	if err != nil {
 		_ = eng.Close()
 		_ = res.Close()
-		return err
+		return nil, err
 	}
 	eng.SetTap(mediaTap(d.Capture))
 	// trunks is assigned before any trunk starts (Apply), so the
@@ -94,7 +98,7 @@ func installCalls(d CallsDeps) error {
 	if err != nil {
 		_ = eng.Close()
 		_ = res.Close()
-		return fmt.Errorf("cdr.file: %w", err)
+		return nil, fmt.Errorf("cdr.file: %w", err)
 	}
 	closeAll := func(ctx context.Context) error {
 		return errors.Join(trunks.Close(ctx), res.Close(), eng.Close(), cdrw.Close())
@@ -103,7 +107,7 @@ func installCalls(d CallsDeps) error {
 	cfg, err := b2buaConfig(snap, d)
 	if err != nil {
 		_ = closeAll(context.Background())
-		return err
+		return nil, err
 	}
 	b, err := b2bua.New(cfg, b2bua.Deps{
 		Log: log, Reg: d.Registerer, Trunks: b2bua.TrunkSet(trunks), Health: health,
@@ -125,18 +129,13 @@ func installCalls(d CallsDeps) error {
 	})
 	if err != nil {
 		_ = closeAll(context.Background())
-		return err
+		return nil, err
 	}
 	if err := b.Register(b2bua.Endpoint{Server: d.LAN.Server, Client: d.LAN.Client, UDPClient: lanUDP},
 		b2bua.Endpoint{Server: d.WAN.Server, Client: d.WAN.Client, UDPClient: wanUDP}); err != nil {
 		_ = closeAll(context.Background())
-		return err
+		return nil, err
 	}
-	if err := trunks.Apply(context.Background(), trunkConfigs(snap, d)); err != nil {
-		_ = closeAll(context.Background())
-		return fmt.Errorf("trunks: %w", err)
-	}
-	trunkAddrs()
 
 	if d.Admin != nil {
 		d.Admin.Handle("/api/v1/calls", b.CallsHandler())
@@ -179,7 +178,13 @@ func installCalls(d CallsDeps) error {
 		}
 		return errors.Join(b.Close(ctx), closeAll(ctx))
 	})
-	return nil
+	return func() error {
+		if err := trunks.Apply(context.Background(), trunkConfigs(d.Snapshot(), d)); err != nil {
+			return fmt.Errorf("trunks: %w", err)
+		}
+		trunkAddrs()
+		return nil
+	}, nil
 }
 
 // verifyByTrunk is the certificate check of trunk servers for the WAN

@@ -62,8 +62,8 @@ func (clientTracer) SIPTraceWrite(transport, laddr, raddr string, msg []byte) {
 	clientTraces.Range(func(k, _ any) bool {
 		ct := k.(*clientTrace)
 		n, only = n+1, ct
-		if ct.accepted(laddr) {
-			return true
+		if ct.accepted(laddr) || ct.accepted(raddr) {
+			return true // accepted by this App, or a peer's write toward it
 		}
 		if side, ok := ct.dialled(laddr, raddr); ok {
 			ct.write(side, laddr, raddr, msg)

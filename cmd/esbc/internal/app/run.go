@@ -50,6 +50,28 @@ func (a *App) serveSide(s *SideSIP) {
 	}
 }
 
+// waitServing returns once sipgo holds every UDP listening socket of s
+// (bounded): clients bound to a listener's address (calls.go udpClient)
+// send from it only then; before, sipgo would try to bind a second socket
+// on that address and fail. sipgo has no readiness signal, so it is polled.
+func (a *App) waitServing(s *SideSIP) {
+	for _, l := range s.Listeners {
+		if l.Network != "udp" {
+			continue
+		}
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			if c, err := s.UA.TransportLayer().GetConnection("udp", l.Addr.String()); err == nil && c != nil {
+				_, _ = c.TryClose() // GetConnection took a reference (a listener is never closed by it)
+				break
+			}
+			if time.Now().After(deadline) {
+				a.log.Warn("sip listener not served yet", zap.String("side", string(s.Side)), zap.Stringer("addr", l.Addr))
+				break
+			}
+		}
+	}
+}
+
 // notify sends a state to systemd (no-op outside systemd).
 func notify(state string) {
 	_, _ = daemon.SdNotify(false, state)
