@@ -31,11 +31,15 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
 	"go.uber.org/zap"
 
+	"github.com/esbc/esbc/acl"
 	"github.com/esbc/esbc/b2bua"
 	"github.com/esbc/esbc/b2bua/cdr"
 	"github.com/esbc/esbc/b2bua/header"
@@ -137,6 +141,8 @@ func installCalls(d CallsDeps) (start func() error, err error) {
 		return nil, err
 	}
 
+	pbx := newPBXResolver(res, d.Guard, log)
+
 	if d.Admin != nil {
 		d.Admin.Handle("/api/v1/calls", b.CallsHandler())
 		d.Admin.Handle("/api/v1/registrations", b2bua.JSONHandler(func() any {
@@ -168,11 +174,13 @@ func installCalls(d CallsDeps) (start func() error, err error) {
 			log.Error("reload: trunks", zap.Error(err))
 		}
 		trunkAddrs()
+		pbx.resolve(next)
 	})
 
 	d.Hooks.OnDrain("calls", b.Drain)
 	d.Hooks.OnClose("calls", func(ctx context.Context) error {
 		unsubscribe()
+		pbx.close()
 		if d.SetTrunkVerifier != nil {
 			d.SetTrunkVerifier(nil)
 		}
@@ -183,6 +191,7 @@ func installCalls(d CallsDeps) (start func() error, err error) {
 			return fmt.Errorf("trunks: %w", err)
 		}
 		trunkAddrs()
+		pbx.resolve(d.Snapshot())
 		return nil
 	}, nil
 }
@@ -262,6 +271,99 @@ func certLabel(cs cryptotls.ConnectionState) string {
 	}
 	c := cs.PeerCertificates[0]
 	return fmt.Sprintf("subject=%q dns=%v issuer=%q", c.Subject.String(), c.DNSNames, c.Issuer.String())
+}
+
+// pbxResolver keeps the guard's PBX set (trusted: never rate limited nor
+// banned) on the addresses of lan.pbx.uri when its host is a name; an IP
+// host is in the edge's static policy already (aclConfig).
+type pbxResolver struct {
+	res    *locate.Resolver
+	guard  *acl.Guard
+	log    *zap.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	gen    atomic.Uint64 // the latest resolve; an older lookup finishing late is dropped
+}
+
+func newPBXResolver(res *locate.Resolver, g *acl.Guard, log *zap.Logger) *pbxResolver {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &pbxResolver{res: res, guard: g, log: log, ctx: ctx, cancel: cancel}
+}
+
+// resolve looks the PBX up in the background (bounded) and installs the
+// addresses; the reload goroutine is never held by DNS.
+func (p *pbxResolver) resolve(s *config.Snapshot) {
+	if p.guard == nil {
+		return
+	}
+	gen := p.gen.Add(1)
+	hostPort, transport, ok := pbxName(s.LAN.PBX.URI)
+	if !ok {
+		p.guard.SetPBXAddrs(nil)
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+		defer cancel()
+		host, _, _ := net.SplitHostPort(hostPort)
+		ts, err := p.res.Lookup(ctx, host, transport, []string{hostPort})
+		if err != nil {
+			if p.ctx.Err() == nil {
+				p.log.Warn("lan.pbx.uri: cannot resolve the PBX (it is not exempt from rate limits and bans)", zap.String("host", host), zap.Error(err))
+			}
+			return
+		}
+		var addrs []netip.Addr
+		for _, t := range ts {
+			addrs = append(addrs, t.Addr.Addr().Unmap())
+		}
+		if p.gen.Load() == gen {
+			p.guard.SetPBXAddrs(addrs)
+		}
+	}()
+}
+
+func (p *pbxResolver) close() {
+	p.cancel()
+	p.wg.Wait()
+}
+
+// pbxName returns "host:port" and the transport of a SIP URI whose host is
+// a name (ok false for an IP host or an unparseable URI).
+func pbxName(uri string) (hostPort, transport string, ok bool) {
+	u := strings.TrimSpace(uri)
+	scheme, rest, found := strings.Cut(u, ":")
+	if !found || (!strings.EqualFold(scheme, "sip") && !strings.EqualFold(scheme, "sips")) {
+		return "", "", false
+	}
+	transport, port := "udp", "5060"
+	if strings.EqualFold(scheme, "sips") {
+		transport, port = "tls", "5061"
+	}
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	hp, params, _ := strings.Cut(rest, ";")
+	for _, kv := range strings.Split(params, ";") {
+		if k, v, _ := strings.Cut(kv, "="); strings.EqualFold(k, "transport") && v != "" {
+			transport = strings.ToLower(v)
+		}
+	}
+	hp, _, _ = strings.Cut(hp, "?")
+	host := hp
+	if h, p, err := net.SplitHostPort(hp); err == nil {
+		host, port = h, p
+	}
+	if host == "" || strings.HasPrefix(host, "[") {
+		return "", "", false
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return "", "", false
+	}
+	return net.JoinHostPort(host, port), transport, true
 }
 
 // mediaTap is the media engine's tap for capture c: c in the modes that

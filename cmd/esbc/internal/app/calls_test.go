@@ -263,3 +263,23 @@ func TestEndCaptureClosesCallFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestPBXName(t *testing.T) {
+	for _, tc := range []struct {
+		uri, hostPort, transport string
+		ok                       bool
+	}{
+		{"sip:10.0.0.10:5060;transport=udp", "", "", false}, // IP: the edge's static policy
+		{"sip:[2001:db8::1]:5060", "", "", false},
+		{"sip:pbx.corp.example", "pbx.corp.example:5060", "udp", true},
+		{"sip:pbx.corp.example:5070;transport=TCP", "pbx.corp.example:5070", "tcp", true},
+		{"sips:100@pbx.corp.example", "pbx.corp.example:5061", "tls", true},
+		{"", "", "", false},
+		{"http://pbx", "", "", false},
+	} {
+		hp, tr, ok := pbxName(tc.uri)
+		if hp != tc.hostPort || tr != tc.transport || ok != tc.ok {
+			t.Errorf("pbxName(%q) = %q, %q, %v; want %q, %q, %v", tc.uri, hp, tr, ok, tc.hostPort, tc.transport, tc.ok)
+		}
+	}
+}
