@@ -178,6 +178,7 @@ func (b *B2BUA) onInvite(s *side, req *sip.Request, tx sip.ServerTransaction) {
 			hdrs = append(hdrs, minSEHeader(b.cfg.Load()))
 		}
 		b.respond(s, req, tx, code, reason, hdrs...)
+		b.awaitNon2xxAck(tx)
 		return
 	}
 	b.setup(c, req, tx)
@@ -1082,6 +1083,8 @@ func (b *B2BUA) failSetup(c *Call, areq *sip.Request, atx sip.ServerTransaction,
 		}
 		if err := b.send(c.A.side, atx, res); err != nil {
 			b.log.Debug("final response to leg A failed", zap.String("call", c.ID), zap.Error(err))
+		} else {
+			defer b.awaitNon2xxAck(atx) // after the bookkeeping: the call is over
 		}
 	} else {
 		code = 487
@@ -1095,6 +1098,24 @@ func (b *B2BUA) failSetup(c *Call, areq *sip.Request, atx sip.ServerTransaction,
 	b.log.Info("call failed", zap.String("call", c.ID), zap.String("direction", c.Direction),
 		zap.String("trunk", c.Trunk), zap.String("to", c.To), zap.Int("code", code), zap.Error(err))
 	b.finish(c, resultFor(code, cancelled))
+}
+
+// awaitNon2xxAck keeps the INVITE handler (and so Close, which waits for
+// handlers) until the caller's ACK of a final non-2xx response is absorbed
+// by the transaction, its transaction ends, or 4*T1. sipgo v1.7.2 hands
+// that ACK to a goroutine of its own; when it runs after
+// UserAgent.Close has terminated the transaction and cleared the
+// connection pool, sipgo opens a fresh UDP socket toward the caller
+// ("Creating server connection" laddr=:0) that nothing closes. Reading
+// the ACK here also spares sipgo's "ACK missed" goroutine per refused call.
+func (b *B2BUA) awaitNon2xxAck(tx sip.ServerTransaction) {
+	t := time.NewTimer(4 * sip.T1)
+	defer t.Stop()
+	select {
+	case <-tx.Acks():
+	case <-tx.Done():
+	case <-t.C:
+	}
 }
 
 // hangup ends a call from one leg (nil: esbc itself): BYE on the other
