@@ -486,11 +486,12 @@ func (b *B2BUA) setup(c *Call, req *sip.Request, tx sip.ServerTransaction) {
 			break
 		}
 		var next bool
+		// The last target keeps its failover_timeout too: a trunk whose
+		// servers all stay silent is answered 503 within failover_timeout
+		// per server, so the PBX can take its own alternate route instead
+		// of waiting 32 s for Timer B. A target that answered anything
+		// (even 100 Trying) is alive and keeps the transaction's timers.
 		last := i == len(targets)-1
-		if last {
-			// Nothing to fail over to: wait for the transaction (Timer B).
-			t.timeout = 0
-		}
 		res, next, lastErr = b.inviteTarget(c, req, tx, t, offer, last)
 		if !next {
 			break

@@ -649,11 +649,9 @@ func TestRobustBadInput(t *testing.T) {
 	// known down from its OPTIONS by then – and well before the PBX's own
 	// INVITE Timer B (32 s) would fire.
 	//
-	// KNOWN GAP (reported): b2bua setup() waits for Timer B on the last
-	// (here: only) target ("if last { t.timeout = 0 }") and does not
-	// consult target health, so the PBX's 503 comes after ~31 s, a hair
-	// before its own transaction times out. The response code is checked
-	// always; the bound only with ESBC_KNOWN_BUGS=1.
+	// The last (here: only) target keeps its failover_timeout, so the
+	// PBX gets 503 within failover_timeout plus a margin, not after the
+	// 32 s of Timer B (fixed in b2bua setup(); asserted).
 	//
 	// Meanwhile 20 half-open TCP connections per SIP listener (half a
 	// message, then silence) must be closed by esbc itself after the
@@ -693,13 +691,7 @@ func TestRobustBadInput(t *testing.T) {
 			t.Errorf("dead trunk: PBX got %d, want 503, 408 or 480", code)
 		}
 		if bound := time.Second + 5*time.Second; took > bound {
-			msg := fmt.Sprintf("KNOWN GAP: dead trunk answered after %s, want within failover_timeout + 5 s (%s): "+
-				"b2bua setup() waits for Timer B on the last target", took.Round(time.Millisecond), bound)
-			if os.Getenv("ESBC_KNOWN_BUGS") == "1" {
-				t.Error(msg)
-			} else {
-				t.Log(msg + " (set ESBC_KNOWN_BUGS=1 to make this a failure)")
-			}
+			t.Errorf("dead trunk answered after %s, want within failover_timeout + 5 s (%s)", took.Round(time.Millisecond), bound)
 		}
 
 		open := 0
@@ -861,15 +853,15 @@ func TestRobustAdminToken(t *testing.T) {
 // systemd) a call must go through. esbc is started several times and the
 // PBX calls at once.
 //
-// KNOWN GAP (reported): app.serveSide (cmd/esbc/internal/app/run.go) hands
+// Was a gap: app.serveSide (cmd/esbc/internal/app/run.go) handed
 // the sockets to sipgo in goroutines and "esbc ready" follows at once; until
 // sipgo's transport layer has registered the UDP listener, a client
 // transaction with WithClientConnectionAddr(listener) (calls.go udpClient:
 // the trunk's OPTIONS probe, leg B's INVITE) tries to bind a new socket on
 // the listener's address and fails ("listen udp 127.0.0.1:P: bind: address
 // already in use"): the target is marked down and the call gets 503. About
-// every other start here. Asserted only with ESBC_KNOWN_BUGS=1 (the failure
-// is intermittent); otherwise reported with t.Log.
+// every other start here. Fixed: app waits until sipgo holds the UDP
+// listeners before it says ready and starts the trunks (asserted).
 func TestRobustCallAtReady(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -919,11 +911,6 @@ func TestRobustCallAtReady(t *testing.T) {
 	}
 	t.Logf("%d of %d calls placed at \"esbc ready\" failed", len(failed), starts)
 	if len(failed) > 0 {
-		msg := "KNOWN GAP: calls placed at \"esbc ready\" failed (sipgo does not hold the UDP listener yet):\n" + strings.Join(failed, "\n")
-		if os.Getenv("ESBC_KNOWN_BUGS") == "1" {
-			t.Error(msg)
-		} else {
-			t.Log(msg + "\n(set ESBC_KNOWN_BUGS=1 to make this a failure)")
-		}
+		t.Error("calls placed at \"esbc ready\" failed:\n" + strings.Join(failed, "\n"))
 	}
 }

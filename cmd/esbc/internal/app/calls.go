@@ -449,18 +449,20 @@ func b2buaConfig(s *config.Snapshot, d CallsDeps) (*b2bua.Config, error) {
 	lanAdv := advertise(s.LAN.Advertise, d.LAN)
 	wanAdv := advertise(s.WAN.Advertise, d.WAN)
 	cfg := &b2bua.Config{
-		LAN:          b2bua.Side{Advertise: lanAdv, Ports: ports(d.LAN), Hosts: hosts(d.LAN)},
-		WAN:          b2bua.Side{Advertise: wanAdv, Ports: ports(d.WAN), Hosts: hosts(d.WAN)},
-		PBX:          s.LAN.PBX.URI,
-		PBXTrusted:   s.LAN.PBX.Trusted,
-		Router:       b2bua.RouteTable(rt),
-		ServerHeader: s.Security.ServerHeader,
-		AllowHeaders: s.Headers.Allow,
-		MaxDuration:  s.Calls.MaxDuration,
-		RetryAfter:   s.ShutdownGrace,
-		LANMethods:   s.Security.Methods.LAN,
-		WANMethods:   s.Security.Methods.WAN,
-		Trunks:       make(map[string]b2bua.TrunkConfig, len(s.Trunks)),
+		LAN:            b2bua.Side{Advertise: lanAdv, Ports: ports(d.LAN), Hosts: hosts(d.LAN)},
+		WAN:            b2bua.Side{Advertise: wanAdv, Ports: ports(d.WAN), Hosts: hosts(d.WAN)},
+		PBX:            s.LAN.PBX.URI,
+		PBXTrusted:     s.LAN.PBX.Trusted,
+		Router:         b2bua.RouteTable(rt),
+		ServerHeader:   s.Security.ServerHeader,
+		AllowHeaders:   s.Headers.Allow,
+		MaxDuration:    s.Calls.MaxDuration,
+		SessionExpires: s.Calls.SessionExpires,
+		MinSE:          s.Calls.MinSE,
+		RetryAfter:     s.ShutdownGrace,
+		LANMethods:     s.Security.Methods.LAN,
+		WANMethods:     s.Security.Methods.WAN,
+		Trunks:         make(map[string]b2bua.TrunkConfig, len(s.Trunks)),
 	}
 	cfg.E164, cfg.CallerForPBX = rt.E164, rt.CallerForPBX
 	if cfg.ToLAN, err = headerPolicy(s, s.LAN.PBX.HeaderRules); err != nil {
