@@ -627,6 +627,7 @@ func (b *B2BUA) inviteTarget(c *Call, areq *sip.Request, atx sip.ServerTransacti
 		failover = tm.C
 	}
 	gotResponse := false
+	trying := false // only a 100 so far, proceedingTimeout armed
 	provisional := false
 	cancelled := false
 	seTries := 0
@@ -635,8 +636,22 @@ func (b *B2BUA) inviteTarget(c *Call, areq *sip.Request, atx sip.ServerTransacti
 	for {
 		select {
 		case r := <-tx.Responses():
+			if r.StatusCode == 100 && !gotResponse && !last && !cancelled && t.timeout > 0 {
+				// 100 Trying proves the server got the INVITE, not that it
+				// can place the call: a server that dies after its 100
+				// would leave the PBX waiting for Timer B. Give it
+				// proceedingTimeout to send 18x or a final response, then
+				// CANCEL and move on. Not on the last target: with nothing
+				// to fail over to, a slow (long post-dial delay) call must
+				// not be cut.
+				gotResponse = true
+				trying = true
+				failover = time.After(proceedingTimeout(t.timeout))
+				continue
+			}
 			gotResponse = true
 			failover = nil
+			trying = false
 			if r.IsProvisional() {
 				if r.StatusCode == 100 {
 					continue
@@ -702,6 +717,13 @@ func (b *B2BUA) inviteTarget(c *Call, areq *sip.Request, atx sip.ServerTransacti
 			b.markUp(c, t)
 			return r, false, nil
 		case <-failover:
+			if trying {
+				// 100 Trying and then nothing within proceedingTimeout.
+				b.sendCancel(c, req)
+				tx.Terminate()
+				b.markDown(c, t, "no 18x or final response after 100 Trying")
+				return nil, !last, fmt.Errorf("no 18x or final response from %s within %s of its 100 Trying", t.dest, proceedingTimeout(t.timeout))
+			}
 			// No response at all from this target in failover_timeout.
 			tx.Terminate()
 			b.markDown(c, t, "timeout")
@@ -732,6 +754,15 @@ func (b *B2BUA) inviteTarget(c *Call, areq *sip.Request, atx sip.ServerTransacti
 			b.sendCancel(c, req)
 		}
 	}
+}
+
+// proceedingTimeout is how long a target that answered 100 Trying has to
+// send 18x or a final response before esbc cancels and fails over to the
+// next target: five failover timeouts, at least 10 s, so that ordinary
+// post-dial delay on the PSTN side of a trunk is not mistaken for a dead
+// server.
+func proceedingTimeout(failover time.Duration) time.Duration {
+	return max(5*failover, 10*time.Second)
 }
 
 // resendInvite sends leg B's INVITE again in a new transaction (new
