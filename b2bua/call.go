@@ -145,7 +145,9 @@ func (b *B2BUA) onInvite(s *side, req *sip.Request, tx sip.ServerTransaction) {
 	err := ErrDraining
 	if !b.draining.Load() {
 		trying := sip.NewResponseFromRequest(req, 100, "Trying", nil)
-		b.send(s, tx, trying)
+		if err := b.send(s, tx, trying); err != nil {
+			b.log.Debug("100 Trying failed", zap.Error(err))
+		}
 		c, err = b.newCall(s, req, tx)
 	}
 	if err != nil {
@@ -157,6 +159,7 @@ func (b *B2BUA) onInvite(s *side, req *sip.Request, tx sip.ServerTransaction) {
 			dir = "inbound"
 		}
 		b.m.done(dir, "", resultFor(code, false), 0)
+		b.m.rejected(s.name, refusedReason(err))
 		if b.deps.OnEnd != nil {
 			now := time.Now()
 			ci := CallInfo{ID: newCallID(), Direction: dir, To: req.Recipient.User, State: StateEnded.String(),
@@ -1160,9 +1163,10 @@ func (b *B2BUA) hangup(c *Call, from *Leg, reason string) {
 	}
 	if c.state < StateAnswered {
 		cause := errShutdown
-		if from == c.B {
+		switch from {
+		case c.B:
 			cause = errRemoteBye
-		} else if from == c.A {
+		case c.A:
 			cause = errCancelled
 		}
 		c.setupCancel(cause) // under c.mu: see setup

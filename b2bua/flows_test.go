@@ -10,6 +10,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestOutboundCancel(t *testing.T) {
@@ -90,7 +92,8 @@ func TestEarlyMediaAndBusy(t *testing.T) {
 }
 
 func TestRoutingFailures(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, envOpts{reg: reg})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, tc := range []struct {
@@ -104,6 +107,16 @@ func TestRoutingFailures(t *testing.T) {
 	}
 	if inv := e.trkUAS.lastInvite(); inv != nil {
 		t.Error("refused call reached the trunk")
+	}
+	// Counted before the refusal is sent, so already there.
+	want := `
+# HELP esbc_calls_refused_total INVITEs refused before a leg B was attempted, by side and reason.
+# TYPE esbc_calls_refused_total counter
+esbc_calls_refused_total{reason="emergency_blocked",side="lan"} 1
+esbc_calls_refused_total{reason="no_route",side="lan"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "esbc_calls_refused_total"); err != nil {
+		t.Error(err)
 	}
 }
 

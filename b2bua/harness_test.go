@@ -21,6 +21,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -454,6 +455,7 @@ type envOpts struct {
 	trunkFilter     sip.TransportReadFilter // raw-bytes filter on the trunk's transport
 	primaryFilter   sip.TransportReadFilter // the same on the primary (secondServer)
 	onEnd           func(b2bua.CallInfo)    // called from Deps.OnEnd before the CDR is queued
+	reg             prometheus.Registerer   // Deps.Reg; nil: metrics not registered
 }
 
 // dialPlan is a Router for the tests: 9 + digits → trunk "itsp", inbound
@@ -563,7 +565,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 		}},
 	}
 	b, err := b2bua.New(e.cfg, b2bua.Deps{
-		Log: log, Trunks: b2bua.TrunkSet(e.set), Health: e.health, Media: o.media,
+		Log: log, Reg: o.reg, Trunks: b2bua.TrunkSet(e.set), Health: e.health, Media: o.media,
 		OnEnd: func(ci b2bua.CallInfo) {
 			if o.onEnd != nil {
 				o.onEnd(ci)

@@ -40,7 +40,7 @@ func TestInboundMediaEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	uri := sip.Uri{Scheme: "sip", User: "+14155550100", Host: wanIP, Port: e.wan.port(), UriParams: sip.HeaderParams{{K: "transport", V: "tls"}}}
-	s, err := e.trkUAC.dcc.Invite(ctx, uri, []byte(offer), sip.NewHeader("Content-Type", "application/sdp"),
+	s, err := e.trkUAC.dcc.Invite(ctx, uri, offer, sip.NewHeader("Content-Type", "application/sdp"),
 		&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "+442071234567", Host: "trunk.test"}, Params: sip.HeaderParams{{K: "tag", V: "trktag"}}})
 	if err != nil {
 		t.Fatal(err)

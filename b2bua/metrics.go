@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/esbc/esbc/b2bua/route"
 )
 
 // metrics are the B2BUA's Prometheus series (esbc_ prefix).
@@ -32,7 +34,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "esbc_calls_unknown_source_total", Help: "INVITEs from WAN sources that are no trunk server (refused).",
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "esbc_calls_refused_total", Help: "INVITEs refused before routing, by side and reason.",
+			Name: "esbc_calls_refused_total", Help: "INVITEs refused before a leg B was attempted, by side and reason.",
 		}, []string{"side", "reason"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "esbc_b2bua_panics_total", Help: "Panics recovered in SIP handlers.",
@@ -55,6 +57,31 @@ func (m *metrics) done(direction, trunk, result string, _ float64) {
 	m.calls.WithLabelValues(direction, trunk, result).Inc()
 }
 
+// rejected counts an INVITE refused before a leg B was attempted (onInvite).
 func (m *metrics) rejected(side, reason string) {
 	m.refused.WithLabelValues(side, reason).Inc()
+}
+
+// refusedReason is the reason label of esbc_calls_refused_total: a fixed
+// set, so the series stay few.
+func refusedReason(err error) string {
+	switch {
+	case errors.Is(err, ErrDraining):
+		return "draining"
+	case errors.Is(err, ErrNotTrunk):
+		return "unknown_source"
+	case errors.Is(err, ErrBadRequest):
+		return "bad_request"
+	case errors.Is(err, ErrIntervalTooSmall):
+		return "interval_too_small"
+	case errors.Is(err, ErrChannels):
+		return "channels"
+	case errors.Is(err, ErrNoRoute), errors.Is(err, route.ErrNoRoute):
+		return "no_route"
+	case errors.Is(err, ErrInvalidNumber), errors.Is(err, route.ErrInvalidNumber):
+		return "invalid_number"
+	case errors.Is(err, ErrEmergencyBlocked), errors.Is(err, route.ErrEmergencyBlocked):
+		return "emergency_blocked"
+	}
+	return "other"
 }

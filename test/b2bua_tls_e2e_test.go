@@ -338,7 +338,7 @@ func b2buaE2EExchange(t *testing.T, pbx *net.UDPConn, esbcLAN netip.AddrPort, tr
 	}
 	atTrunk, atPBX := false, false
 	buf := make([]byte, 1500)
-	for seq := uint16(1); seq < 300 && !(atTrunk && atPBX); seq++ {
+	for seq := uint16(1); seq < 300 && (!atTrunk || !atPBX); seq++ {
 		_, _ = pbx.WriteToUDPAddrPort(packet(seq, fromPBX), esbcLAN)
 		e, _ := enc.EncryptRTP(nil, packet(seq, fromTrunk), nil)
 		_, _ = trk.conn.WriteToUDPAddrPort(e, esbcWAN)

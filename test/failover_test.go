@@ -493,10 +493,10 @@ func TestFailoverWANACLFollowsDNS(t *testing.T) {
 	if !failoverPoll(10*time.Second, func() bool { return e.admin.state(t).registeredAt(failoverTrunkKey) == e.pt }) {
 		// esbc sends toward UDP trunks from its WAN listener: the trunks'
 		// answers arrive there too and meet the same ACL.
-		t.Fatal(fmt.Sprintf("the resolved trunk addresses are not admitted by the WAN ACL (acl.Guard.SetTrunkAddrs): "+
+		t.Fatalf("the resolved trunk addresses are not admitted by the WAN ACL (acl.Guard.SetTrunkAddrs): "+
 			"not registered at the primary with wan.acl.allow empty\nregistrations/targets: %s\n%s",
 			e.admin.get(t, "/api/v1/registrations"),
-			failoverMetricLines(e.admin.get(t, "/metrics"), `esbc_acl_dropped_total{reason="denied",side="wan"}`)))
+			failoverMetricLines(e.admin.get(t, "/metrics"), `esbc_acl_dropped_total{reason="denied",side="wan"}`))
 	}
 	c, where := e.landed(t)
 	if c == nil {
@@ -535,9 +535,9 @@ func TestFailoverWANACLFollowsDNS(t *testing.T) {
 		}
 	}
 	if !answered {
-		t.Fatal(fmt.Sprintf("the resolved trunk addresses are not admitted by the WAN ACL (acl.Guard.SetTrunkAddrs): "+
+		t.Fatalf("the resolved trunk addresses are not admitted by the WAN ACL (acl.Guard.SetTrunkAddrs): "+
 			"OPTIONS from the primary's address %s to the WAN listener dropped with wan.acl.allow empty\n%s",
-			trunkSrc.LocalAddr(), failoverMetricLines(e.admin.get(t, "/metrics"), `esbc_acl_dropped_total{reason="denied",side="wan"}`)))
+			trunkSrc.LocalAddr(), failoverMetricLines(e.admin.get(t, "/metrics"), `esbc_acl_dropped_total{reason="denied",side="wan"}`))
 	}
 	secNoDatagram(t, stranger)
 }

@@ -115,3 +115,39 @@ func TestReloadUnderLoadSIPp(t *testing.T) {
 		t.Errorf("esbc logged a panic:\n%s", failoverTail(p.logs(), 40))
 	}
 }
+
+// reloadConfigMap lays out dir as Kubernetes mounts a ConfigMap volume
+// (esbc.yaml -> ..data/esbc.yaml, ..data -> ..<version>) and returns the
+// configuration path and a writer that publishes a new version the way
+// the kubelet does: a new version directory, then an atomic rename of a
+// fresh ..data symlink over the old one.
+func reloadConfigMap(t *testing.T, dir string) (string, func([]byte)) {
+	t.Helper()
+	version := 0
+	publish := func(data []byte) {
+		t.Helper()
+		version++
+		v := fmt.Sprintf("..%d", version)
+		if err := os.Mkdir(filepath.Join(dir, v), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, v, "esbc.yaml"), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(v, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		if version > 2 { // the kubelet removes the old version
+			_ = os.RemoveAll(filepath.Join(dir, fmt.Sprintf("..%d", version-2)))
+		}
+	}
+	cfg := filepath.Join(dir, "esbc.yaml")
+	if err := os.Symlink(filepath.Join("..data", "esbc.yaml"), cfg); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, publish
+}

@@ -484,7 +484,7 @@ func TestMediaConcurrentStreams(t *testing.T) {
 		st := c.s.Stats()
 		dropped += st.Legs[0].Dropped + st.Legs[1].Dropped
 	}
-	sinkDrops := mediaUdpDrops(t, func(p int) bool {
+	sinkDrops := mediaUDPDrops(t, func(p int) bool {
 		for _, c := range sinks {
 			if p == mediaPort(c) {
 				return true
@@ -501,13 +501,13 @@ func TestMediaConcurrentStreams(t *testing.T) {
 			}
 		}
 	}
-	esbcDrops := mediaUdpDrops(t, func(p int) bool { return esbcPorts[p] })
+	esbcDrops := mediaUDPDrops(t, func(p int) bool { return esbcPorts[p] })
 	t.Logf("BENCH media concurrent dropped by esbc=%d; kernel receive-queue drops: esbc sockets=%d, generator's sink socket=%d", dropped, esbcDrops, sinkDrops)
 }
 
-// mediaUdpDrops sums the kernel's per-socket drop counter (/proc/net/udp, last
+// mediaUDPDrops sums the kernel's per-socket drop counter (/proc/net/udp, last
 // column) of the local ports match accepts.
-func mediaUdpDrops(t testing.TB, match func(port int) bool) int {
+func mediaUDPDrops(t testing.TB, match func(port int) bool) int {
 	b, err := os.ReadFile("/proc/net/udp")
 	if err != nil {
 		return -1

@@ -99,8 +99,9 @@ func isLoopback(remote string) bool {
 
 // listen binds addr (before any SIP socket is served, so a port clash
 // fails start-up).
-func (a *admin) listen(addr string) error {
-	ln, err := net.Listen("tcp", addr)
+func (a *admin) listen(ctx context.Context, addr string) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return err
 	}
@@ -123,12 +124,12 @@ func (a *admin) serve() {
 func (a *admin) close(ctx context.Context) {
 	if a.srv == nil {
 		if a.ln != nil {
-			a.ln.Close()
+			_ = a.ln.Close() // never served: no connection to lose, nothing to report
 		}
 		return
 	}
 	if err := a.srv.Shutdown(ctx); err != nil {
-		a.srv.Close()
+		_ = a.srv.Close() // past the deadline: connections are dropped either way
 	}
 	<-a.done
 }

@@ -132,15 +132,17 @@ func Run(ctx context.Context, o Options) int {
 	return a.loop(ctx)
 }
 
+// printConfigError writes one line per error; a failed write to stderr has
+// nowhere else to be reported, so its error is dropped.
 func printConfigError(w io.Writer, err error) {
 	var errs config.Errors
 	if errors.As(err, &errs) {
 		for _, e := range errs {
-			fmt.Fprintln(w, e.Error())
+			_, _ = fmt.Fprintln(w, e.Error())
 		}
 		return
 	}
-	fmt.Fprintln(w, err.Error())
+	_, _ = fmt.Fprintln(w, err.Error())
 }
 
 func levelOf(s string) zap.AtomicLevel {
@@ -194,7 +196,7 @@ func (a *App) start(ctx context.Context) error {
 	status := func() any { return a.status() }
 	a.admin = newAdmin(a.log.Named("admin"), a.m, a.store.Current, &a.ready, status)
 	if snap.Admin.Listen != "" {
-		if err := a.admin.listen(snap.Admin.Listen); err != nil {
+		if err := a.admin.listen(ctx, snap.Admin.Listen); err != nil {
 			return fmt.Errorf("admin.listen %s: %w", snap.Admin.Listen, err)
 		}
 		a.log.Info("admin listener bound", zap.String("addr", a.admin.ln.Addr().String()))

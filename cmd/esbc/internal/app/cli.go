@@ -22,23 +22,24 @@ const usage = `usage:
 `
 
 // Main runs the command line args (without the program name) and
-// returns the exit code.
+// returns the exit code. Errors writing to stdout/stderr are dropped: the
+// terminal is where they would be reported.
 func Main(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		_, _ = fmt.Fprint(stderr, usage)
 		return 2
 	}
 	cmd, rest := args[0], args[1:]
 	switch cmd {
 	case "version", "--version", "-v":
-		fmt.Fprintf(stdout, "esbc %s (commit %s, %s, %s/%s)\n", Version, Commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		_, _ = fmt.Fprintf(stdout, "esbc %s (commit %s, %s, %s/%s)\n", Version, Commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
 	case "run", "check-config":
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		_, _ = fmt.Fprint(stdout, usage)
 		return 0
 	default:
-		fmt.Fprintf(stderr, "esbc: unknown command %q\n%s", cmd, usage)
+		_, _ = fmt.Fprintf(stderr, "esbc: unknown command %q\n%s", cmd, usage)
 		return 2
 	}
 	fs := flag.NewFlagSet("esbc "+cmd, flag.ContinueOnError)
@@ -48,7 +49,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "esbc %s: unexpected argument %q\n", cmd, fs.Arg(0))
+		_, _ = fmt.Fprintf(stderr, "esbc %s: unexpected argument %q\n", cmd, fs.Arg(0))
 		return 2
 	}
 	explicit := false
@@ -59,7 +60,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 			printConfigError(stderr, err)
 			return 1
 		}
-		fmt.Fprintf(stdout, "%s: ok\n", *path)
+		_, _ = fmt.Fprintf(stdout, "%s: ok\n", *path)
 		return 0
 	}
 	// sipgo's package-level logger is used before our per-UA loggers are
