@@ -269,6 +269,8 @@ func TestOutboundMediaEndToEnd(t *testing.T) {
 		t.Errorf("admin view of the call: %+v", calls)
 	}
 	// The call's state in plain values (HA): both dialogs and the keys.
+	// The PBX's ACK travels apart from the RTP above: wait for it.
+	waitFor(t, func() bool { c := e.b.Calls(); return len(c) == 1 && c[0].State == "confirmed" }, "call not confirmed")
 	snap := e.b.Snapshot()
 	if len(snap) != 1 || snap[0].State != "confirmed" || snap[0].A.Dialog.RemoteTag != "pbxtag1" ||
 		snap[0].B.Dialog.RemoteTag == "" || snap[0].B.Target.Addr.String() != e.trk.addr ||
