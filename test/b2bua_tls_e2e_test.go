@@ -43,45 +43,8 @@ func TestB2BUATLSSRTPThroughBinary(t *testing.T) {
 	ca.leaf(t, dir, "esbc", "127.0.0.1")
 	trunkCert := ca.leaf(t, dir, "trunk", "127.0.0.1", "trunk.example.test")
 
-	// The trunk: a sipgo UA with a TLS listener.
-	trunkUA, err := sipgo.NewUA(sipgo.WithUserAgent("trunk"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	trunkSrv, _ := sipgo.NewServer(trunkUA)
-	ln, err := cryptotls.Listen("tcp", "127.0.0.1:0", &cryptotls.Config{Certificates: []cryptotls.Certificate{trunkCert}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	trunkPort := ln.Addr().(*net.TCPAddr).Port
-	trk := b2buaE2ESRTPPeer(t)
-	var mu sync.Mutex
-	var invite *sip.Request
-	byes := make(chan struct{}, 1)
-	trunkSrv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
-		mu.Lock()
-		invite = req
-		mu.Unlock()
-		res := sip.NewResponseFromRequest(req, 200, "OK", trk.answer(t, req.Body()))
-		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-		res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: trunkPort, UriParams: sip.HeaderParams{{K: "transport", V: "tls"}}}})
-		_ = tx.Respond(res)
-		<-tx.Done()
-	})
-	trunkSrv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
-	trunkSrv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-		select {
-		case byes <- struct{}{}:
-		default:
-		}
-	})
-	trunkSrv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-	})
-	trunkDone := make(chan struct{})
-	go func() { defer close(trunkDone); _ = trunkSrv.ServeTLS(ln) }()
-	t.Cleanup(func() { _ = trunkUA.Close(); _ = ln.Close(); <-trunkDone })
+	k := newB2BUAE2ETLSTrunk(t, trunkCert)
+	trunkPort, trk := k.port, k.srtp
 
 	admin, lan, wan := e2eFreePort(t), e2eFreePort(t), e2eFreePort(t)
 	pbxPC, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -172,9 +135,7 @@ cdr: { file: %q }
 	if err := s.Ack(ctx); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	inv := invite
-	mu.Unlock()
+	inv := k.lastInvite()
 	if inv.Recipient.User != "+14155550123" || inv.From().Address.User != "990500000231" {
 		t.Errorf("INVITE at the trunk: R-URI %s, From %s", inv.Recipient.User, inv.From().Address.User)
 	}
@@ -189,7 +150,7 @@ cdr: { file: %q }
 		t.Fatalf("BYE: %v", err)
 	}
 	select {
-	case <-byes:
+	case <-k.byes:
 	case <-ctx.Done():
 		t.Fatal("trunk got no BYE")
 	}
@@ -361,4 +322,63 @@ func b2buaE2EExchange(t *testing.T, pbx *net.UDPConn, esbcLAN netip.AddrPort, tr
 	if !atPBX {
 		t.Error("trunk SRTP did not reach the PBX as plain RTP")
 	}
+}
+
+// b2buaE2ETLSTrunk is the trunk of the TLS e2e tests: a sipgo UA serving
+// TLS with cert on 127.0.0.1, answering INVITE 200 with the SDP answer of
+// an independent pion/srtp peer (srtp), keeping the last INVITE and
+// signalling each BYE on byes. It is closed by t.Cleanup.
+type b2buaE2ETLSTrunk struct {
+	port int
+	srtp *b2buaE2EPeer
+	byes chan struct{}
+
+	mu     sync.Mutex
+	invite *sip.Request // guarded by mu
+}
+
+func newB2BUAE2ETLSTrunk(t *testing.T, cert cryptotls.Certificate) *b2buaE2ETLSTrunk {
+	t.Helper()
+	trunkUA, err := sipgo.NewUA(sipgo.WithUserAgent("trunk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trunkSrv, _ := sipgo.NewServer(trunkUA)
+	ln, err := cryptotls.Listen("tcp", "127.0.0.1:0", &cryptotls.Config{Certificates: []cryptotls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &b2buaE2ETLSTrunk{port: ln.Addr().(*net.TCPAddr).Port, srtp: b2buaE2ESRTPPeer(t), byes: make(chan struct{}, 1)}
+	trunkSrv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+		k.mu.Lock()
+		k.invite = req
+		k.mu.Unlock()
+		res := sip.NewResponseFromRequest(req, 200, "OK", k.srtp.answer(t, req.Body()))
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: k.port, UriParams: sip.HeaderParams{{K: "transport", V: "tls"}}}})
+		_ = tx.Respond(res)
+		<-tx.Done()
+	})
+	trunkSrv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
+	trunkSrv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+		select {
+		case k.byes <- struct{}{}:
+		default:
+		}
+	})
+	trunkSrv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	trunkDone := make(chan struct{})
+	go func() { defer close(trunkDone); _ = trunkSrv.ServeTLS(ln) }()
+	t.Cleanup(func() { _ = trunkUA.Close(); _ = ln.Close(); <-trunkDone })
+	return k
+}
+
+// lastInvite is the last INVITE the trunk received.
+func (k *b2buaE2ETLSTrunk) lastInvite() *sip.Request {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.invite
 }

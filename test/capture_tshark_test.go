@@ -5,7 +5,6 @@ package test
 import (
 	"bytes"
 	"context"
-	cryptotls "crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,44 +37,8 @@ func TestCaptureTsharkTLSSRTPCall(t *testing.T) {
 	ca.leaf(t, dir, "esbc", "127.0.0.1")
 	trunkCert := ca.leaf(t, dir, "trunk", "trunk.example.test") // names only: no IP SAN
 
-	trunkUA, err := sipgo.NewUA(sipgo.WithUserAgent("trunk"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	trunkSrv, _ := sipgo.NewServer(trunkUA)
-	ln, err := cryptotls.Listen("tcp", "127.0.0.1:0", &cryptotls.Config{Certificates: []cryptotls.Certificate{trunkCert}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	trunkPort := ln.Addr().(*net.TCPAddr).Port
-	trk := b2buaE2ESRTPPeer(t)
-	var mu sync.Mutex
-	var invite *sip.Request
-	byes := make(chan struct{}, 1)
-	trunkSrv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
-		mu.Lock()
-		invite = req
-		mu.Unlock()
-		res := sip.NewResponseFromRequest(req, 200, "OK", trk.answer(t, req.Body()))
-		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-		res.AppendHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: trunkPort, UriParams: sip.HeaderParams{{K: "transport", V: "tls"}}}})
-		_ = tx.Respond(res)
-		<-tx.Done()
-	})
-	trunkSrv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
-	trunkSrv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-		select {
-		case byes <- struct{}{}:
-		default:
-		}
-	})
-	trunkSrv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-	})
-	trunkDone := make(chan struct{})
-	go func() { defer close(trunkDone); _ = trunkSrv.ServeTLS(ln) }()
-	t.Cleanup(func() { _ = trunkUA.Close(); _ = ln.Close(); <-trunkDone })
+	k := newB2BUAE2ETLSTrunk(t, trunkCert)
+	trunkPort, trk := k.port, k.srtp
 
 	admin, lan, wan := e2eFreePort(t), e2eFreePort(t), e2eFreePort(t)
 	pbxPC, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -164,9 +126,7 @@ capture: { dir: %q, mode: all }
 	if err := s.Ack(ctx); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	inv := invite
-	mu.Unlock()
+	inv := k.lastInvite()
 	lanMedia := b2buaE2ESDPAddr(t, s.InviteResponse.Body())
 	wanMedia := b2buaE2ESDPAddr(t, inv.Body())
 	b2buaE2EExchange(t, pbxRTP, lanMedia, trk, wanMedia)
@@ -177,7 +137,7 @@ capture: { dir: %q, mode: all }
 		t.Fatalf("BYE: %v", err)
 	}
 	select {
-	case <-byes:
+	case <-k.byes:
 	case <-ctx.Done():
 		t.Fatal("trunk got no BYE")
 	}
