@@ -54,45 +54,7 @@ func TestB2BUATLSSRTPThroughBinary(t *testing.T) {
 	pbxAddr := pbxPC.LocalAddr().String()
 	rtpLo := 24000 + 2*(os.Getpid()%1500)
 	cdrPath := filepath.Join(dir, "cdr.jsonl")
-	cfg := fmt.Sprintf(`
-log: { level: info, format: json }
-admin: { listen: "127.0.0.1:%d" }
-shutdown_grace: 5s
-lan:
-  listen: ["udp://127.0.0.1:%d"]
-  advertise: 127.0.0.1
-  pbx: { uri: "sip:%s;transport=udp", trusted: true }
-  acl: { allow: ["127.0.0.0/8"] }
-wan:
-  listen: ["tls://127.0.0.1:%d"]
-  advertise: 127.0.0.1
-  tls: { cert_file: %q, key_file: %q, ca_file: %q, min_version: "1.2" }
-trunks:
-  - name: itsp
-    domain: trunk.example.test
-    transport: tls
-    servers: ["127.0.0.1:%d"]
-    auth: { method: ip }
-    from_user: "990500000231"
-    caller_id: "+14155550100"
-    allowed_caller_ids: ["+14155550100"]
-    trust_pai: true
-    srtp: mandatory
-    codecs: [PCMU, PCMA, telephone-event]
-    options_interval: 1h
-    failover_timeout: 2s
-numbering: { country_code: "1", national_prefix: "1", international_prefix: "011" }
-routes:
-  outbound:
-    - { match: '^9(\d+)$', number: '$1', trunk: itsp }
-  inbound:
-    - { match: '.*', extension: "100" }
-media:
-  rtp_ports: "%d-%d"
-  inactivity_timeout: 30s
-cdr: { file: %q }
-`, admin, lan, pbxAddr, wan, filepath.Join(dir, "esbc.crt"), filepath.Join(dir, "esbc.key"), filepath.Join(dir, "ca.pem"),
-		trunkPort, rtpLo, rtpLo+99, cdrPath)
+	cfg := b2buaE2ETLSConfig(dir, admin, lan, wan, pbxAddr, trunkPort, rtpLo, rtpLo+99, cdrPath, "")
 	p := e2eStartESBC(t, dir, cfg, fmt.Sprintf("127.0.0.1:%d", admin))
 
 	// The PBX: a sipgo UA serving the UDP socket it calls from.
@@ -381,4 +343,50 @@ func (k *b2buaE2ETLSTrunk) lastInvite() *sip.Request {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.invite
+}
+
+// b2buaE2ETLSConfig is the esbc configuration of the TLS e2e tests: the PBX
+// on LAN UDP, one trunk "itsp" over TLS with mandatory SRTP at 127.0.0.1:
+// trunkPort, certificates made by b2buaE2ECA in dir, and extra appended
+// as further top-level keys.
+func b2buaE2ETLSConfig(dir string, admin, lan, wan int, pbxAddr string, trunkPort, rtpLo, rtpHi int, cdrPath, extra string) string {
+	return fmt.Sprintf(`
+log: { level: info, format: json }
+admin: { listen: "127.0.0.1:%d" }
+shutdown_grace: 5s
+lan:
+  listen: ["udp://127.0.0.1:%d"]
+  advertise: 127.0.0.1
+  pbx: { uri: "sip:%s;transport=udp", trusted: true }
+  acl: { allow: ["127.0.0.0/8"] }
+wan:
+  listen: ["tls://127.0.0.1:%d"]
+  advertise: 127.0.0.1
+  tls: { cert_file: %q, key_file: %q, ca_file: %q, min_version: "1.2" }
+trunks:
+  - name: itsp
+    domain: trunk.example.test
+    transport: tls
+    servers: ["127.0.0.1:%d"]
+    auth: { method: ip }
+    from_user: "990500000231"
+    caller_id: "+14155550100"
+    allowed_caller_ids: ["+14155550100"]
+    trust_pai: true
+    srtp: mandatory
+    codecs: [PCMU, PCMA, telephone-event]
+    options_interval: 1h
+    failover_timeout: 2s
+numbering: { country_code: "1", national_prefix: "1", international_prefix: "011" }
+routes:
+  outbound:
+    - { match: '^9(\d+)$', number: '$1', trunk: itsp }
+  inbound:
+    - { match: '.*', extension: "100" }
+media:
+  rtp_ports: "%d-%d"
+  inactivity_timeout: 30s
+cdr: { file: %q }
+%s`, admin, lan, pbxAddr, wan, filepath.Join(dir, "esbc.crt"), filepath.Join(dir, "esbc.key"), filepath.Join(dir, "ca.pem"),
+		trunkPort, rtpLo, rtpHi, cdrPath, extra)
 }

@@ -48,45 +48,8 @@ func TestCaptureTsharkTLSSRTPCall(t *testing.T) {
 	pbxAddr := pbxPC.LocalAddr().String()
 	rtpLo := e2eFreeMediaPort(t)
 	cdrPath := filepath.Join(dir, "cdr.jsonl")
-	cfg := fmt.Sprintf(`
-log: { level: info, format: json }
-admin: { listen: "127.0.0.1:%d" }
-shutdown_grace: 5s
-lan:
-  listen: ["udp://127.0.0.1:%d"]
-  advertise: 127.0.0.1
-  pbx: { uri: "sip:%s;transport=udp", trusted: true }
-  acl: { allow: ["127.0.0.0/8"] }
-wan:
-  listen: ["tls://127.0.0.1:%d"]
-  advertise: 127.0.0.1
-  tls: { cert_file: %q, key_file: %q, ca_file: %q, min_version: "1.2" }
-trunks:
-  - name: itsp
-    domain: trunk.example.test
-    transport: tls
-    servers: ["127.0.0.1:%d"]
-    auth: { method: ip }
-    from_user: "990500000231"
-    caller_id: "+14155550100"
-    allowed_caller_ids: ["+14155550100"]
-    srtp: mandatory
-    codecs: [PCMU, PCMA, telephone-event]
-    options_interval: 1h
-    failover_timeout: 2s
-numbering: { country_code: "1", national_prefix: "1", international_prefix: "011" }
-routes:
-  outbound:
-    - { match: '^9(\d+)$', number: '$1', trunk: itsp }
-  inbound:
-    - { match: '.*', extension: "100" }
-media:
-  rtp_ports: "%d-%d"
-  inactivity_timeout: 30s
-cdr: { file: %q }
-capture: { dir: %q, mode: all }
-`, admin, lan, pbxAddr, wan, filepath.Join(dir, "esbc.crt"), filepath.Join(dir, "esbc.key"), filepath.Join(dir, "ca.pem"),
-		trunkPort, rtpLo, rtpLo+9, cdrPath, capDir)
+	cfg := b2buaE2ETLSConfig(dir, admin, lan, wan, pbxAddr, trunkPort, rtpLo, rtpLo+9, cdrPath,
+		fmt.Sprintf("capture: { dir: %q, mode: all }\n", capDir))
 	p := e2eStartESBC(t, dir, cfg, fmt.Sprintf("127.0.0.1:%d", admin))
 
 	pbxUA, _ := sipgo.NewUA(sipgo.WithUserAgent("pbx"))
