@@ -368,27 +368,11 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	failoverLeakCheck(t)
 
-	trunk := newFailoverTrunk(t, "trunk", "udp", "127.0.0.1", reloadFreeUDPPort(t, "127.0.0.1"))
-	trunk.start()
-	pbx := newFailoverPBX(t)
-	dir := t.TempDir()
-	bin := serviceBuild(t, dir)
-	cfg := filepath.Join(dir, "esbc.yaml")
-	rn := reloadNet{pbxPort: pbx.port(), trunkPort: trunk.port, trunkTransport: "udp", codecs: "PCMU, telephone-event", rtp: reloadRTPRange()}
+	r := newReloadRig(t)
+	trunk, pbx, cfg, rn := r.trunk, r.pbx, r.cfg, r.rn
 	write := func(v reloadVariant) { serviceWrite(t, cfg, reloadConfig(v, rn)) }
 	write(reloadVariant{k: 0, level: reloadLevel(0)})
-	p := serviceStart(t, bin, cfg)
-	defer func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-p.exit:
-			if err != nil {
-				t.Errorf("esbc exit after SIGTERM: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("esbc did not stop 20 s after SIGTERM")
-		}
-	}()
+	p := r.start(t)
 	host, port, _ := net.SplitHostPort(p.addr("lan/udp"))
 	pn, _ := strconv.Atoi(port)
 	pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: pn}
@@ -515,23 +499,10 @@ func TestReloadChannelsShrink(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	failoverLeakCheck(t)
-	trunk := newFailoverTrunk(t, "trunk", "udp", "127.0.0.1", reloadFreeUDPPort(t, "127.0.0.1"))
-	trunk.start()
-	pbx := newFailoverPBX(t)
-	dir := t.TempDir()
-	bin := serviceBuild(t, dir)
-	cfg := filepath.Join(dir, "esbc.yaml")
-	rn := reloadNet{pbxPort: pbx.port(), trunkPort: trunk.port, trunkTransport: "udp", codecs: "PCMU, telephone-event", rtp: reloadRTPRange()}
+	r := newReloadRig(t)
+	trunk, pbx, cfg, rn := r.trunk, r.pbx, r.cfg, r.rn
 	serviceWrite(t, cfg, reloadConfig(reloadVariant{k: 0, level: "info"}, rn))
-	p := serviceStart(t, bin, cfg)
-	defer func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exit:
-		case <-time.After(20 * time.Second):
-			t.Errorf("esbc did not stop 20 s after SIGTERM")
-		}
-	}()
+	p := r.start(t)
 	host, port, _ := net.SplitHostPort(p.addr("lan/udp"))
 	pn, _ := strconv.Atoi(port)
 	pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: pn}
@@ -629,23 +600,10 @@ func TestReloadRestartOnlyKeys(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	failoverLeakCheck(t)
-	trunk := newFailoverTrunk(t, "trunk", "udp", "127.0.0.1", reloadFreeUDPPort(t, "127.0.0.1"))
-	trunk.start()
-	pbx := newFailoverPBX(t)
-	dir := t.TempDir()
-	bin := serviceBuild(t, dir)
-	cfg := filepath.Join(dir, "esbc.yaml")
-	rn := reloadNet{pbxPort: pbx.port(), trunkPort: trunk.port, trunkTransport: "udp", codecs: "PCMU, telephone-event", rtp: reloadRTPRange()}
+	r := newReloadRig(t)
+	trunk, pbx, cfg, rn := r.trunk, r.pbx, r.cfg, r.rn
 	serviceWrite(t, cfg, reloadConfig(reloadVariant{k: 0, level: "info"}, rn))
-	p := serviceStart(t, bin, cfg)
-	defer func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exit:
-		case <-time.After(20 * time.Second):
-			t.Errorf("esbc did not stop 20 s after SIGTERM")
-		}
-	}()
+	p := r.start(t)
 	lan := p.addr("lan/udp")
 	host, port, _ := net.SplitHostPort(lan)
 	pn, _ := strconv.Atoi(port)
@@ -712,4 +670,46 @@ func TestReloadRestartOnlyKeys(t *testing.T) {
 	if v := reloadMetric(t, p, "esbc_config_restart_required"); v != 0 {
 		t.Errorf("esbc_config_restart_required = %v after reverting, want 0", v)
 	}
+}
+
+// reloadRig is the common set-up of the binary-level reload and robustness
+// tests: a UDP trunk and a PBX (the failover peers), the esbc binary built
+// into a temporary directory and the path of its configuration file there.
+type reloadRig struct {
+	trunk *failoverTrunk
+	pbx   *failoverPBX
+	bin   string // the built esbc
+	cfg   string // configuration file path
+	rn    reloadNet
+}
+
+func newReloadRig(t *testing.T) *reloadRig {
+	t.Helper()
+	trunk := newFailoverTrunk(t, "trunk", "udp", "127.0.0.1", reloadFreeUDPPort(t, "127.0.0.1"))
+	trunk.start()
+	pbx := newFailoverPBX(t)
+	dir := t.TempDir()
+	return &reloadRig{
+		trunk: trunk, pbx: pbx, bin: serviceBuild(t, dir), cfg: filepath.Join(dir, "esbc.yaml"),
+		rn: reloadNet{pbxPort: pbx.port(), trunkPort: trunk.port, trunkTransport: "udp", codecs: "PCMU, telephone-event", rtp: reloadRTPRange()},
+	}
+}
+
+// start runs esbc on the rig's configuration; at the end of the test it is
+// stopped with SIGTERM and must exit 0 within 20 s.
+func (r *reloadRig) start(t *testing.T) *serviceProc {
+	t.Helper()
+	p := serviceStart(t, r.bin, r.cfg)
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-p.exit:
+			if err != nil {
+				t.Errorf("esbc exit after SIGTERM: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("esbc did not stop 20 s after SIGTERM")
+		}
+	})
+	return p
 }

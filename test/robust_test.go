@@ -867,13 +867,8 @@ func TestRobustCallAtReady(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	failoverLeakCheck(t)
-	trunk := newFailoverTrunk(t, "trunk", "udp", "127.0.0.1", reloadFreeUDPPort(t, "127.0.0.1"))
-	trunk.start()
-	pbx := newFailoverPBX(t)
-	dir := t.TempDir()
-	bin := serviceBuild(t, dir)
-	cfg := filepath.Join(dir, "esbc.yaml")
-	rn := reloadNet{pbxPort: pbx.port(), trunkPort: trunk.port, trunkTransport: "udp", codecs: "PCMU, telephone-event", rtp: reloadRTPRange()}
+	r := newReloadRig(t)
+	pbx, bin, cfg, rn := r.pbx, r.bin, r.cfg, r.rn
 	serviceWrite(t, cfg, reloadConfig(reloadVariant{k: 0, level: "info"}, rn))
 	const starts = 6
 	var failed []string
