@@ -125,6 +125,9 @@ func (t *Trunk) crlf(x locate.Target) error {
 	if err != nil || conn == nil {
 		return errNoConnection
 	}
+	// GetConnection took a reference; give it back, or the connection's
+	// count never returns to zero and sipgo keeps it open forever.
+	defer func() { _, _ = conn.TryClose() }()
 	w, ok := conn.(io.Writer)
 	if !ok {
 		return fmt.Errorf("%T: %w", conn, errNoConnection)
