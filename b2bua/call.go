@@ -121,6 +121,7 @@ type Call struct {
 	seDelta       int
 	esbcRefreshes bool
 	refreshT      *time.Timer
+	st            SessionTimers // RFC 4028 state per leg (timer.go)
 }
 
 // ackWait is a 2xx to a re-INVITE waiting for the ACK with CSeq seq.
