@@ -128,10 +128,12 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 		b.answerRefresh(s, c, l, req, tx)
 		return
 	}
+	if l == c.B && offer {
+		noteAllow(c, l.idx, req)
+	}
 	out := peer.Dialog.newRequest(req.Method, 0)
-	seq := peer.Dialog.LocalCSeq
 	cfg := c.cfg
-	ownTimer, seDelta := c.ownTimer, c.seDelta
+	ownTimer, bMinSE, bDelta := c.ownTimer, legBMinSE(c), legBDelta(c)
 	c.mu.Unlock()
 	done := func() {
 		if req.Method == sip.INVITE {
@@ -179,7 +181,7 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 		if peer == c.B {
 			// Keep esbc's timer on leg B alive (§9: a refresh without
 			// Session-Expires would turn it off).
-			ownTimerHeaders(out, cfg, max(seDelta, int(cfg.minSE()/time.Second)))
+			timerHeaders(out, bMinSE, bDelta)
 		} else {
 			stripTimer(out)
 		}
@@ -210,7 +212,8 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 		if ct := res.Contact(); ct != nil {
 			peer.Dialog.RemoteTarget = *ct.Address.Clone()
 		}
-		ack := peer.Dialog.newRequest(sip.ACK, seq)
+		// The CSeq the 2xx answers (a digest retry in doTx took a new one).
+		ack := peer.Dialog.newRequest(sip.ACK, out.CSeq().SeqNo)
 		c.mu.Unlock()
 		cli := peer.client()
 		tmpl := ack.Clone()
@@ -259,12 +262,30 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 			}
 		}
 		sessionTimer(req, res, out2)
-		if ownTimer {
+		if res.IsSuccess() {
 			c.mu.Lock()
-			if peer == c.B {
-				b.noteTimer(c, res, true)
-			} else {
-				b.noteTimer(c, out2, false)
+			if c.ownTimer && l == c.B {
+				// Leg B's timer is esbc's own, whatever leg A answered.
+				stripTimer(out2)
+				uasTimer(c, req, out2)
+			}
+			c.mu.Unlock()
+		}
+		if res.IsSuccess() {
+			// A refresh on both legs (§10): esbc sent out on leg peer and
+			// answers out2 on leg l; the descriptions esbc sent are the
+			// body of its own re-INVITE refreshes.
+			c.mu.Lock()
+			if peer == c.B && req.Method == sip.INVITE {
+				noteAllow(c, peer.idx, res)
+			}
+			b.noteLeg(c, peer, res, true)
+			b.noteLeg(c, l, out2, false)
+			if len(body) > 0 && isSDP(req) {
+				noteSDP(c, peer.idx, body, headerValueOf(out, "Content-Type"))
+			}
+			if len(rbody) > 0 && isSDPResponse(res) {
+				noteSDP(c, l.idx, rbody, headerValueOf(out2, "Content-Type"))
 			}
 			c.mu.Unlock()
 		}
@@ -349,4 +370,17 @@ func referTarget(req *sip.Request, peer *Leg, domain string) string {
 		return ""
 	}
 	return "<sip:" + u.User + "@" + domain + ">"
+}
+
+func isSDPResponse(res *sip.Response) bool {
+	h := res.GetHeader("Content-Type")
+	return h == nil || h.Value() == "application/sdp"
+}
+
+// headerValueOf is the value of a message's header ("" when none).
+func headerValueOf(m interface{ GetHeader(string) sip.Header }, name string) string {
+	if h := m.GetHeader(name); h != nil {
+		return h.Value()
+	}
+	return ""
 }
