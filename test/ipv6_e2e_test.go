@@ -1,0 +1,623 @@
+//go:build e2e
+
+package test
+
+// IPv6 entry points of the built binary, and the call peer that the
+// IPv6, TLS rotation and reload storm tests share: a sipgo UA on one
+// address (127.0.0.1 or ::1) and transport (udp, tcp or tls) that both
+// places calls (with an RTP socket and an echo check) and answers them
+// (200 with an SDP of its own family and an RTP echo), so that one type
+// plays the PBX and the trunk of outbound and inbound calls.
+//
+//	go test -race -tags e2e -run 'IPv6|Rotation|ReloadStorm' -count=1 ./test/
+
+import (
+	"context"
+	cryptotls "crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/pion/rtp"
+)
+
+// edgeUA is a call peer at ip over network (udp|tcp|tls).
+type edgeUA struct {
+	t       *testing.T
+	name    string
+	ip      string // "127.0.0.1" or "::1"
+	network string // "udp" | "tcp" | "tls"
+	port    int    // its SIP server port
+	ua      *sipgo.UserAgent
+	srv     *sipgo.Server
+	cli     *sipgo.Client
+	dua     *sipgo.DialogUA
+	pc      net.PacketConn // udp
+	ln      net.Listener   // tcp, tls
+	done    chan struct{}
+	media   *net.UDPConn // the answering side's RTP echo
+	echo    chan struct{}
+
+	invites, answered, byes atomic.Int64 // calls it answered; BYEs of those calls
+
+	mu   sync.Mutex
+	last *sip.Request // guarded by mu: the last initial INVITE it received
+}
+
+// newEdgeUA starts the peer's SIP server (cert: its TLS certificate for
+// network tls) and media echo; roots verify esbc's certificate when it
+// dials esbc over TLS. Everything is closed by t.Cleanup.
+func newEdgeUA(t *testing.T, name, ip, network string, cert *cryptotls.Certificate, roots *x509.CertPool) *edgeUA {
+	t.Helper()
+	m, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
+	if err != nil {
+		t.Fatalf("%s media: %v", name, err)
+	}
+	u := &edgeUA{t: t, name: name, ip: ip, network: network, done: make(chan struct{}), media: m, echo: make(chan struct{})}
+	go func() {
+		defer close(u.echo)
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := m.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			_, _ = m.WriteToUDP(buf[:n], from)
+		}
+	}()
+	bind := net.JoinHostPort(ip, "0")
+	switch network {
+	case "udp":
+		u.pc, err = net.ListenPacket("udp", bind)
+	case "tcp":
+		u.ln, err = net.Listen("tcp", bind)
+	case "tls":
+		u.ln, err = cryptotls.Listen("tcp", bind, &cryptotls.Config{Certificates: []cryptotls.Certificate{*cert}})
+	}
+	if err != nil {
+		m.Close()
+		t.Fatalf("%s: %v", name, err)
+	}
+	if u.pc != nil {
+		u.port = u.pc.LocalAddr().(*net.UDPAddr).Port
+	} else {
+		u.port = u.ln.Addr().(*net.TCPAddr).Port
+	}
+	opts := []sipgo.UserAgentOption{sipgo.WithUserAgent(name), sipgo.WithUserAgentHostname(ip)}
+	if roots != nil {
+		opts = append(opts, sipgo.WithUserAgenTLSConfig(&cryptotls.Config{RootCAs: roots}))
+	}
+	if u.ua, err = sipgo.NewUA(opts...); err != nil {
+		t.Fatal(err)
+	}
+	u.srv, _ = sipgo.NewServer(u.ua)
+	copts := []sipgo.ClientOption{sipgo.WithClientHostname(ip)}
+	if u.pc != nil {
+		copts = append(copts, sipgo.WithClientConnectionAddr(u.pc.LocalAddr().String()))
+	}
+	if u.cli, err = sipgo.NewClient(u.ua, copts...); err != nil {
+		t.Fatal(err)
+	}
+	// In-dialog requests go to where the answer came from (sipgo's
+	// Request.Destination writes an IPv6 Contact host without brackets).
+	u.dua = &sipgo.DialogUA{Client: u.cli, ContactHDR: sip.ContactHeader{Address: u.contact("caller")}, RewriteContact: true}
+	u.srv.OnInvite(u.onInvite)
+	u.srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
+	u.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) { // the callers in these tests always hang up first
+		u.byes.Add(1)
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	u.srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	go func() {
+		defer close(u.done)
+		switch network {
+		case "udp":
+			_ = u.srv.ServeUDP(u.pc)
+		case "tcp":
+			_ = u.srv.ServeTCP(u.ln)
+		case "tls":
+			_ = u.srv.ServeTLS(u.ln)
+		}
+	}()
+	if u.pc != nil { // ready when sipgo's transport layer holds the socket
+		if !failoverPoll(5*time.Second, func() bool {
+			c, err := u.ua.TransportLayer().GetConnection("udp", u.pc.LocalAddr().String())
+			return err == nil && c != nil
+		}) {
+			t.Fatalf("%s: sipgo did not take the socket", name)
+		}
+	}
+	t.Cleanup(func() {
+		_ = u.srv.Close()
+		_ = u.ua.Close()
+		if u.pc != nil {
+			_ = u.pc.Close()
+		} else {
+			_ = u.ln.Close()
+		}
+		<-u.done
+		_ = m.Close()
+		<-u.echo
+	})
+	return u
+}
+
+// addr is the peer's SIP address (host:port, brackets for IPv6).
+func (u *edgeUA) addr() string { return net.JoinHostPort(u.ip, strconv.Itoa(u.port)) }
+
+// contact is a URI of the peer's SIP server with its transport.
+func (u *edgeUA) contact(user string) sip.Uri {
+	uri := sip.Uri{Scheme: "sip", User: user, Host: u.ip, Port: u.port}
+	if u.network != "udp" {
+		uri.UriParams = sip.HeaderParams{{K: "transport", V: u.network}}
+	}
+	return uri
+}
+
+// edgeSDP is a PCMU + telephone-event offer or answer at ip:port, with
+// the address family of ip (c=IN IP4 or c=IN IP6).
+func edgeSDP(ip string, port int) []byte {
+	fam := "IP4"
+	if strings.Contains(ip, ":") {
+		fam = "IP6"
+	}
+	return []byte("v=0\r\no=- 1 1 IN " + fam + " " + ip + "\r\ns=-\r\nc=IN " + fam + " " + ip + "\r\nt=0 0\r\n" +
+		"m=audio " + strconv.Itoa(port) + " RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n" +
+		"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n")
+}
+
+// edgeSDPAddr reads the audio address of an SDP body and its c= family.
+func edgeSDPAddr(body []byte) (*net.UDPAddr, string, error) {
+	var ip, fam string
+	port := 0
+	for _, l := range strings.Split(strings.ReplaceAll(string(body), "\r\n", "\n"), "\n") {
+		switch {
+		case strings.HasPrefix(l, "c=IN "):
+			if f := strings.Fields(l); len(f) == 3 {
+				fam, ip = f[1], f[2]
+			}
+		case strings.HasPrefix(l, "m=audio "):
+			port, _ = strconv.Atoi(strings.Fields(l)[1])
+		}
+	}
+	if net.ParseIP(ip) == nil || port == 0 {
+		return nil, "", fmt.Errorf("no audio address in SDP:\n%s", body)
+	}
+	return &net.UDPAddr{IP: net.ParseIP(ip), Port: port}, fam, nil
+}
+
+func (u *edgeUA) onInvite(req *sip.Request, tx sip.ServerTransaction) {
+	body := edgeSDP(u.ip, u.media.LocalAddr().(*net.UDPAddr).Port)
+	if req.To().Params.Has("tag") { // re-INVITE: same media
+		res := sip.NewResponseFromRequest(req, 200, "OK", body)
+		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+		_ = tx.Respond(res)
+		return
+	}
+	u.invites.Add(1)
+	u.mu.Lock()
+	u.last = req
+	u.mu.Unlock()
+	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
+	res := sip.NewResponseFromRequest(req, 200, "OK", body)
+	res.To().Params.Add("tag", sip.GenerateTagN(10))
+	res.AppendHeader(&sip.ContactHeader{Address: u.contact("callee")})
+	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	u.answered.Add(1)
+	_ = tx.Respond(res)
+	if u.network != "udp" {
+		<-tx.Done() // keep the transaction until the ACK (sipgo over TCP/TLS)
+	}
+}
+
+// lastInvite is the last initial INVITE the peer answered.
+func (u *edgeUA) lastInvite() *sip.Request {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.last
+}
+
+// options sends an OPTIONS to esbc's listener target over the peer's
+// transport and returns the status code.
+func (u *edgeUA) options(target string) (int, error) {
+	host, p, _ := net.SplitHostPort(target)
+	port, _ := strconv.Atoi(p)
+	req := sip.NewRequest(sip.OPTIONS, sip.Uri{Scheme: "sip", Host: host, Port: port})
+	req.SetTransport(strings.ToUpper(u.network))
+	req.SetDestination(target)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := u.cli.Do(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	return res.StatusCode, nil
+}
+
+// edgeCall is a call the peer placed.
+type edgeCall struct {
+	u      *edgeUA
+	sess   *sipgo.DialogClientSession
+	media  *net.UDPConn
+	remote *net.UDPAddr // esbc's media address from the answer
+	family string       // the answer's c= address type (IP4 | IP6)
+	seq    uint16
+}
+
+// call places a call to number at esbc's listener target (host:port)
+// over the peer's transport and waits (bounded) for the answer.
+func (u *edgeUA) call(target, number string) (*edgeCall, error) {
+	m, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(u.ip)})
+	if err != nil {
+		return nil, err
+	}
+	host, p, _ := net.SplitHostPort(target)
+	port, _ := strconv.Atoi(p)
+	uri := sip.Uri{Scheme: "sip", User: number, Host: host, Port: port}
+	if u.network != "udp" {
+		uri.UriParams = sip.HeaderParams{{K: "transport", V: u.network}}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "+14155550199", Host: u.ip},
+		Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(8)}}}
+	req := sip.NewRequest(sip.INVITE, uri)
+	req.AppendHeader(from)
+	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: number, Host: host}})
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	req.SetBody(edgeSDP(u.ip, m.LocalAddr().(*net.UDPAddr).Port))
+	req.SetDestination(target) // sipgo would write an IPv6 host:port without brackets
+	s, err := u.dua.WriteInvite(ctx, req)
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("invite: %w", err)
+	}
+	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		s.Close()
+		m.Close()
+		return nil, fmt.Errorf("answer: %w", err)
+	}
+	if err := s.Ack(ctx); err != nil {
+		s.Close()
+		m.Close()
+		return nil, fmt.Errorf("ack: %w", err)
+	}
+	remote, fam, err := edgeSDPAddr(s.InviteResponse.Body())
+	if err != nil {
+		c := &edgeCall{u: u, sess: s, media: m}
+		_ = c.hangup()
+		return nil, err
+	}
+	return &edgeCall{u: u, sess: s, media: m, remote: remote, family: fam}, nil
+}
+
+// echoes sends n RTP packets 20 ms apart and counts those that come back
+// through esbc from the far peer's echo (bounded: 3 s after the last).
+func (c *edgeCall) echoes(n int) int {
+	got := make(chan int, 1)
+	go func() {
+		buf := make([]byte, 1500)
+		k := 0
+		_ = c.media.SetReadDeadline(time.Now().Add(time.Duration(n)*20*time.Millisecond + 3*time.Second))
+		for k < n {
+			if _, err := c.media.Read(buf); err != nil {
+				break
+			}
+			k++
+		}
+		got <- k
+	}()
+	payload := make([]byte, 160)
+	for i := range n {
+		c.seq++
+		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: c.seq,
+			Timestamp: uint32(c.seq) * 160, SSRC: 0xed6e}, Payload: payload}
+		b, _ := pkt.Marshal()
+		_, _ = c.media.WriteToUDP(b, c.remote)
+		if i < n-1 {
+			time.Sleep(20 * time.Millisecond) // packet pacing, not readiness
+		}
+	}
+	return <-got
+}
+
+// mediaOK checks that at least half of 20 RTP packets come back.
+func (c *edgeCall) mediaOK(t *testing.T, what string) {
+	t.Helper()
+	if n := c.echoes(20); n < 10 {
+		t.Errorf("%s: %d of 20 RTP packets came back through esbc", what, n)
+	}
+}
+
+// hangup sends BYE from the caller over the connection the dialog lives
+// on (sipgo issue #361: a BYE over TCP/TLS could open another one).
+func (c *edgeCall) hangup() error {
+	defer c.media.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if c.u.network == "udp" {
+		return c.sess.Bye(ctx)
+	}
+	bye := sip.NewRequest(sip.BYE, c.sess.InviteResponse.Contact().Address)
+	bye.Laddr = c.sess.InviteRequest.Laddr
+	return c.sess.WriteBye(ctx, bye)
+}
+
+// edgeConfig is esbc on ip (127.0.0.1 or ::1): LAN udp+tcp toward the
+// PBX at pbxPort (udp), WAN tls toward one trunk "edge" at trunkPort over
+// TLS (srtp off: plain RTP that the peers echo), certificates made by
+// b2buaE2ECA in dir, ACL lists as YAML flow-list items, admin on ip.
+func edgeConfig(ip, dir string, pbxPort, trunkPort int, lanAllow, lanDeny, wanAllow, wanDeny, rtp string) []byte {
+	host := ip
+	if strings.Contains(ip, ":") {
+		host = "[" + ip + "]"
+	}
+	return []byte(fmt.Sprintf(`
+log: { level: info, format: json }
+admin: { listen: "%[1]s:0" }
+shutdown_grace: 5s
+lan:
+  listen: ["udp://%[1]s:0", "tcp://%[1]s:0"]
+  advertise: "%[2]s"
+  pbx: { uri: "sip:%[1]s:%[3]d;transport=udp", trusted: true }
+  acl: { allow: [%[4]s], deny: [%[5]s] }
+wan:
+  listen: ["tls://%[1]s:0"]
+  advertise: "%[2]s"
+  tls: { cert_file: %[6]q, key_file: %[7]q, ca_file: %[8]q, min_version: "1.2" }
+  acl: { allow: [%[9]s], deny: [%[10]s] }
+trunks:
+  - name: edge
+    domain: trunk.example.test
+    transport: tls
+    servers: ["%[1]s:%[11]d"]
+    auth: { method: ip }
+    from_user: "990500000231"
+    caller_id: "+14155550100"
+    allowed_caller_ids: ["+14155550100"]
+    trust_pai: true
+    srtp: "off"
+    codecs: [PCMU, telephone-event]
+    options_interval: 1s
+    failover_timeout: 2s
+numbering: { country_code: "1", national_prefix: "1", international_prefix: "011" }
+routes:
+  outbound:
+    - { match: '^9(\d+)$', number: '$1', trunk: edge }
+  inbound:
+    - { match: '.*', extension: "100" }
+security:
+  rate_limit: { per_ip: 10000, burst: 20000, ban: 1s }
+media:
+  rtp_ports: "%[12]s"
+  inactivity_timeout: 30s
+cdr: { file: "" }
+`, host, ip, pbxPort, lanAllow, lanDeny, filepath.Join(dir, "esbc.crt"), filepath.Join(dir, "esbc.key"),
+		filepath.Join(dir, "ca.pem"), wanAllow, wanDeny, trunkPort, rtp))
+}
+
+// ipv6Calls is /api/v1/calls.
+type ipv6Calls struct {
+	Calls []struct {
+		Direction string
+		Trunk     string
+		Legs      []struct {
+			Side        string
+			Transport   string
+			Peer        string
+			MediaLocal  string `json:"media_local"`
+			MediaRemote string `json:"media_remote"`
+		}
+	}
+	Active int
+}
+
+// TestIPv6EntryPoints: esbc with its LAN (udp, tcp) and WAN (tls)
+// listeners on [::1], a PBX (udp) and a TLS trunk on ::1. An outbound call
+// completes with RTP relayed over ::1 and IPv6 SDP on both legs, and
+// shows in /api/v1/calls with IPv6 peers; the trunk's TLS OPTIONS probe
+// over ::1 marks it up. (The inbound call over ::1 is not here: esbc
+// sends its INVITE toward lan.pbx.uri "sip:[::1]:port" to "[[::1]]:port"
+// and answers the trunk 503; reported to the lead.) Then the LAN and WAN
+// ACLs are reloaded to deny ::1/128 (a datagram from ::1 gets nothing, a
+// TCP connection is closed at accept, a TLS handshake fails; all counted
+// in esbc_acl_dropped_total) and back to allow ::1/128 (admitted again).
+func TestIPv6EntryPoints(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skipf("this machine has no IPv6 loopback (::1): %v", err)
+	} else {
+		ln.Close()
+	}
+	failoverLeakCheck(t)
+	dir := t.TempDir()
+	ca := b2buaE2ECA(t, dir)
+	ca.leaf(t, dir, "esbc", "::1")
+	trunkCert := ca.leaf(t, dir, "trunk", "::1", "trunk.example.test")
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+
+	pbx := newEdgeUA(t, "pbx", "::1", "udp", nil, nil)
+	trunk := newEdgeUA(t, "trunk", "::1", "tls", &trunkCert, roots)
+	rtpRange := reloadRTPRange()
+	cfg := filepath.Join(dir, "esbc.yaml")
+	write := func(lanAllow, lanDeny, wanDeny string) {
+		serviceWrite(t, cfg, edgeConfig("::1", dir, pbx.port, trunk.port, lanAllow, lanDeny, `"::1/128"`, wanDeny, rtpRange))
+	}
+	write(`"::1/128"`, "", "")
+	r := &reloadRig{bin: serviceBuild(t, dir), cfg: cfg}
+	p := r.start(t)
+	for _, k := range []string{"admin", "lan/udp", "lan/tcp", "wan/tls"} {
+		if a := p.addr(k); !strings.HasPrefix(a, "[::1]:") {
+			t.Fatalf("%s listener bound at %q, want [::1]:port\n%s", k, a, failoverTail(p.logs(), 20))
+		}
+	}
+	// Ready to call: both UDP/TCP LAN listeners answer OPTIONS from ::1 and
+	// the trunk's server is up in the health table (OPTIONS over TLS on ::1).
+	for _, k := range []string{"lan/udp", "lan/tcp"} {
+		if res := serviceOptions(t, p.addr(k), strings.ToUpper(strings.TrimPrefix(k, "lan/")), nil); res.StatusCode != 200 {
+			t.Fatalf("OPTIONS to %s: %s", k, res.StartLine())
+		}
+	}
+	admin := failoverAdmin{base: "http://" + p.addr("admin")}
+	target := "::1/" + trunk.addr() + "/tls"
+	if !failoverPoll(15*time.Second, func() bool { return admin.targetUp(t, target) == 1 }) {
+		t.Fatalf("trunk server %s not up 15 s after start\n%s", target, failoverTail(p.logs(), 30))
+	}
+
+	checkLeg := func(what string, c *edgeCall, callee *edgeUA) {
+		t.Helper()
+		if c.family != "IP6" || !c.remote.IP.Equal(net.IPv6loopback) {
+			t.Errorf("%s: esbc's answer has c=IN %s %s, want IP6 ::1", what, c.family, c.remote.IP)
+		}
+		inv := callee.lastInvite()
+		a, fam, err := edgeSDPAddr(inv.Body())
+		if err != nil || fam != "IP6" || !a.IP.Equal(net.IPv6loopback) {
+			t.Errorf("%s: esbc's offer to the %s: %v %s %v\n%s", what, callee.name, a, fam, err, inv.Body())
+		}
+		if via := inv.Via(); via == nil || via.Host != "::1" {
+			t.Errorf("%s: Via of esbc's INVITE to the %s: %v", what, callee.name, via)
+		}
+		c.mediaOK(t, what)
+	}
+	showsCall := func(what, dir string) {
+		t.Helper()
+		var cs ipv6Calls
+		body := admin.get(t, "/api/v1/calls")
+		if err := json.Unmarshal([]byte(body), &cs); err != nil {
+			t.Fatalf("/api/v1/calls: %v\n%s", err, body)
+		}
+		if cs.Active != 1 || len(cs.Calls) != 1 || cs.Calls[0].Direction != dir || len(cs.Calls[0].Legs) != 2 {
+			t.Errorf("%s: /api/v1/calls does not show the one %s call:\n%s", what, dir, body)
+			return
+		}
+		for _, l := range cs.Calls[0].Legs {
+			for _, a := range []string{l.Peer, l.MediaLocal, l.MediaRemote} {
+				if ap, err := netip.ParseAddrPort(a); err != nil || ap.Addr() != netip.IPv6Loopback() {
+					t.Errorf("%s: %s leg address %q is not [::1]:port\n%s", what, l.Side, a, body)
+				}
+			}
+		}
+	}
+
+	// Outbound: PBX (udp ::1) → esbc LAN → trunk (tls ::1).
+	out, err := pbx.call(p.addr("lan/udp"), "916502530000")
+	if err != nil {
+		t.Fatalf("outbound call over ::1: %v\n%s", err, failoverTail(p.logs(), 30))
+	}
+	checkLeg("outbound call", out, trunk)
+	if u := trunk.lastInvite().Recipient.User; u != "+16502530000" {
+		t.Errorf("outbound call: Request-URI user at the trunk %q, want +16502530000", u)
+	}
+	showsCall("outbound call", "outbound")
+	if err := out.hangup(); err != nil {
+		t.Errorf("outbound call: BYE: %v", err)
+	}
+
+	if !failoverPoll(10*time.Second, func() bool { return trunk.byes.Load() == 1 }) {
+		t.Errorf("BYEs at the trunk: %d; want 1", trunk.byes.Load())
+	}
+
+	// ACL: deny ::1/128 on both sides (reload), then allow it again.
+	reload := func(lanAllow, lanDeny, wanDeny string) {
+		t.Helper()
+		ok := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`)
+		write(lanAllow, lanDeny, wanDeny)
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		if !failoverPoll(15*time.Second, func() bool {
+			return reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) > ok
+		}) {
+			t.Fatalf("reload not applied\n%s", failoverTail(p.logs(), 20))
+		}
+	}
+	dropped := func(side string) float64 { return p.metricSum(t, "esbc_acl_dropped_total", `side="`+side+`"`) }
+	reload(`"::1/128"`, `"::1/128"`, `"::1/128"`)
+	lanBefore, wanBefore := dropped("lan"), dropped("wan")
+	probe := secUDP(t, "::1")
+	lanUDP := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(p.addr("lan/udp")))
+	if _, err := probe.WriteTo(secRawOptions(probe.LocalAddr().String()), lanUDP); err != nil {
+		t.Fatal(err)
+	}
+	if !failoverPoll(10*time.Second, func() bool { return dropped("lan") > lanBefore }) {
+		t.Errorf("a datagram from ::1 with ::1/128 denied: esbc_acl_dropped_total{side=lan} stayed %v", lanBefore)
+	}
+	secNoDatagram(t, probe)
+	// TCP (LAN) is closed at accept: EOF, not a read timeout.
+	c, err := net.Dial("tcp", p.addr("lan/tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = c.Write(secRawOptions(c.LocalAddr().String()))
+	if n, err := c.Read(make([]byte, 100)); n != 0 || secTimeout(err) {
+		t.Errorf("TCP from ::1 with ::1/128 denied: read %d bytes, %v; want the connection closed", n, err)
+	}
+	c.Close()
+	// TLS (WAN): no handshake.
+	if tc, err := cryptotls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", p.addr("wan/tls"),
+		&cryptotls.Config{RootCAs: roots, ServerName: "::1"}); err == nil {
+		tc.Close()
+		t.Errorf("TLS handshake from ::1 with ::1/128 denied on the WAN succeeded")
+	}
+	if !failoverPoll(10*time.Second, func() bool { return dropped("wan") > wanBefore }) {
+		t.Errorf("TLS from ::1 with ::1/128 denied: esbc_acl_dropped_total{side=wan} stayed %v", wanBefore)
+	}
+
+	reload(`"::1/128"`, "", "")
+	if res := serviceOptions(t, p.addr("lan/tcp"), "TCP", nil); res.StatusCode != 200 {
+		t.Errorf("OPTIONS over TCP from ::1 with ::1/128 allowed again: %s", res.StartLine())
+	}
+	if code, err := trunk.options(p.addr("wan/tls")); code != 200 {
+		t.Errorf("OPTIONS over TLS from ::1 with ::1/128 allowed again: %d %v", code, err)
+	}
+	again, err := pbx.call(p.addr("lan/udp"), "916502530000")
+	if err != nil {
+		t.Fatalf("call from ::1 with ::1/128 allowed again: %v\n%s", err, failoverTail(p.logs(), 30))
+	}
+	again.mediaOK(t, "call after the ACL allowed ::1/128 again")
+	if err := again.hangup(); err != nil {
+		t.Errorf("BYE: %v", err)
+	}
+	if strings.Contains(p.logs(), "panic") {
+		t.Errorf("esbc logged a panic:\n%s", failoverTail(p.logs(), 40))
+	}
+}
+
+// metricSum is the sum of the samples of a metric family whose line
+// contains every given label text (e.g. `side="lan"`); 0 when absent.
+func (p *serviceProc) metricSum(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	sum := 0.0
+	for _, l := range strings.Split(p.get(t, "/metrics"), "\n") {
+		if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
+			continue
+		}
+		ok := true
+		for _, lb := range labels {
+			ok = ok && strings.Contains(l, lb)
+		}
+		if f := strings.Fields(l); ok && len(f) >= 2 {
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			sum += v
+		}
+	}
+	return sum
+}

@@ -1,0 +1,275 @@
+//go:build e2e
+
+package test
+
+// WAN certificate rotation under load, black-box: inbound calls from a
+// TLS trunk (sipgo, one TLS connection for all its calls) run through the
+// built binary's tls:// listener to the PBX while the certificate and key
+// files are replaced twice (rename-replace, as certificate managers do)
+// and the configuration reloaded with SIGHUP.
+
+import (
+	"bufio"
+	cryptotls "crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	rotationCalls = 90
+	rotationRate  = 15 // calls per second
+	rotationHold  = 2 * time.Second
+)
+
+// rotationServed is the serial of the certificate a fresh handshake with
+// addr presents, verified against roots.
+func rotationServed(t *testing.T, addr string, roots *x509.CertPool) *big.Int {
+	t.Helper()
+	c, err := cryptotls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addr,
+		&cryptotls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatalf("TLS dial %s: %v", addr, err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].SerialNumber
+}
+
+// rotationOptions sends an OPTIONS over an open TLS connection and reads
+// the response's status line (bounded).
+func rotationOptions(c *cryptotls.Conn, r *bufio.Reader, n int) (string, error) {
+	local := c.LocalAddr().String()
+	msg := fmt.Sprintf("OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TLS %s;branch=z9hG4bK-rot%d-%d\r\n"+
+		"From: <sip:probe@%s>;tag=rot%d\r\nTo: <sip:127.0.0.1>\r\nCall-ID: rot%d-%d@%s\r\nCSeq: %d OPTIONS\r\n"+
+		"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n", local, n, time.Now().UnixNano(), local, n, n, time.Now().UnixNano(), local, n)
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	status, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	for { // the rest of the response: headers, then the (empty) body
+		l, err := r.ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		if l == "\r\n" {
+			break
+		}
+	}
+	return strings.TrimSpace(status), nil
+}
+
+// rotationResult is what the trunk saw of one call.
+type rotationResult struct {
+	setupErr, byeErr error
+	rotUp, rotBye    int // rotations done when the call was answered / hung up
+}
+
+// TestTLSRotationUnderLoad: 90 inbound calls at 15/s, each held 2 s, over
+// the trunk's TLS connection to esbc's WAN listener, while the WAN
+// certificate is rotated twice (new key and certificate files from the
+// same CA, SIGHUP). Every call is set up and ends normally (0 failed, a BYE
+// at the PBX for each); calls up before the rotations keep their media; a
+// fresh handshake after each reload presents the new certificate (serial
+// read from a crypto/tls dial); a TLS connection opened before the
+// rotations keeps its certificate and still gets answers; a new trunk UA
+// (new handshake, verified against the CA) calls through after them.
+func TestTLSRotationUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary under load")
+	}
+	failoverLeakCheck(t)
+	dir := t.TempDir()
+	ca := b2buaE2ECA(t, dir)
+	first := ca.leaf(t, dir, "esbc", "127.0.0.1")
+	trunkCert := ca.leaf(t, dir, "trunk", "127.0.0.1", "trunk.example.test")
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	serialOf := func(c cryptotls.Certificate) *big.Int {
+		x, err := x509.ParseCertificate(c.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x.SerialNumber
+	}
+
+	pbx := newEdgeUA(t, "pbx", "127.0.0.1", "udp", nil, nil)
+	trunk := newEdgeUA(t, "trunk", "127.0.0.1", "tls", &trunkCert, roots)
+	cfg := filepath.Join(dir, "esbc.yaml")
+	serviceWrite(t, cfg, edgeConfig("127.0.0.1", dir, pbx.port, trunk.port, `"127.0.0.0/8"`, "", `"127.0.0.0/8"`, "", reloadRTPRange()))
+	r := &reloadRig{bin: serviceBuild(t, dir), cfg: cfg}
+	p := r.start(t)
+	wan := p.addr("wan/tls")
+	admin := failoverAdmin{base: "http://" + p.addr("admin")}
+	target := "127.0.0.1/" + trunk.addr() + "/tls"
+	if !failoverPoll(15*time.Second, func() bool { return admin.targetUp(t, target) == 1 }) {
+		t.Fatalf("trunk server %s not up 15 s after start\n%s", target, failoverTail(p.logs(), 30))
+	}
+	if got, want := rotationServed(t, wan, roots), serialOf(first); got.Cmp(want) != 0 {
+		t.Fatalf("certificate served at start: serial %v, want %v", got, want)
+	}
+	okBefore := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`)
+
+	// A TLS connection opened before the rotations.
+	old, err := cryptotls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", wan,
+		&cryptotls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	oldR := bufio.NewReader(old)
+	if st, err := rotationOptions(old, oldR, 1); err != nil || !strings.HasPrefix(st, "SIP/2.0 200") {
+		t.Fatalf("OPTIONS over a TLS connection before the rotations: %q %v", st, err)
+	}
+
+	// Calls up before the rotations (media checked after them).
+	var early []*edgeCall
+	for i := range 2 {
+		c, err := trunk.call(wan, "+14155550100")
+		if err != nil {
+			t.Fatalf("call %d before the rotations: %v\n%s", i, err, failoverTail(p.logs(), 30))
+		}
+		c.mediaOK(t, fmt.Sprintf("early call %d before the rotations", i))
+		early = append(early, c)
+	}
+
+	var rotations atomic.Int64 // rotations done (seen in force)
+	rotDone := func() int { return int(rotations.Load()) }
+	results := make([]rotationResult, rotationCalls)
+	third := make(chan struct{}, 2) // one signal after a third, one after two thirds of the calls started
+	callsDone := make(chan struct{})
+	go func() {
+		defer close(callsDone)
+		var wg sync.WaitGroup
+		tick := time.NewTicker(time.Second / rotationRate)
+		defer tick.Stop()
+		for i := range rotationCalls {
+			<-tick.C
+			if i == rotationCalls/3 || i == 2*rotationCalls/3 {
+				third <- struct{}{}
+			}
+			wg.Add(1)
+			go func(res *rotationResult) {
+				defer wg.Done()
+				c, err := trunk.call(wan, "+14155550100")
+				if err != nil {
+					res.setupErr = err
+					return
+				}
+				res.rotUp = rotDone()
+				time.Sleep(rotationHold) // the call's hold time, not a readiness wait
+				res.rotBye = rotDone()
+				res.byeErr = c.hangup()
+			}(&results[i])
+		}
+		wg.Wait()
+	}()
+
+	// Two rotations: new key and certificate (rename-replace each), SIGHUP,
+	// then a fresh handshake must present the new certificate (bounded).
+	stage := t.TempDir()
+	for k := 1; k <= 2; k++ {
+		select {
+		case <-third:
+		case <-time.After(60 * time.Second):
+			t.Fatal("calls did not start")
+		}
+		next := ca.leaf(t, stage, "esbc", "127.0.0.1")
+		want := serialOf(next)
+		for _, f := range []string{"esbc.key", "esbc.crt"} {
+			b, err := os.ReadFile(filepath.Join(stage, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			serviceWrite(t, filepath.Join(dir, f), b)
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		if !failoverPoll(15*time.Second, func() bool { return rotationServed(t, wan, roots).Cmp(want) == 0 }) {
+			t.Fatalf("rotation %d: a new handshake still presents serial %v, want %v\n%s",
+				k, rotationServed(t, wan, roots), want, failoverTail(p.logs(), 20))
+		}
+		rotations.Store(int64(k))
+	}
+	select {
+	case <-callsDone:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("calls still running 90 s after the start\n%s", failoverTail(p.logs(), 30))
+	}
+
+	// Calls up before the rotations: media both ways, BYE succeeds.
+	for i, c := range early {
+		c.mediaOK(t, fmt.Sprintf("early call %d after 2 rotations", i))
+		if err := c.hangup(); err != nil {
+			t.Errorf("early call %d: BYE after 2 rotations: %v", i, err)
+		}
+	}
+	var setupFailed, byeFailed, spanned int
+	for i, r := range results {
+		switch {
+		case r.setupErr != nil:
+			setupFailed++
+			if setupFailed <= 5 {
+				t.Errorf("call %d: set-up failed: %v", i, r.setupErr)
+			}
+		case r.byeErr != nil:
+			byeFailed++
+			if byeFailed <= 5 {
+				t.Errorf("call %d (answered after rotation %d, BYE after %d): BYE failed: %v", i, r.rotUp, r.rotBye, r.byeErr)
+			}
+		case r.rotBye != r.rotUp:
+			spanned++
+		}
+	}
+	want := int64(rotationCalls + len(early))
+	failoverPoll(10*time.Second, func() bool { return pbx.byes.Load() >= want })
+	t.Logf("%d inbound calls over TLS at %d/s held %s, 2 certificate rotations: %d set-up failures, %d BYE failures, "+
+		"%d calls lived through a rotation; PBX: %d answered, %d BYEs", rotationCalls, rotationRate, rotationHold,
+		setupFailed, byeFailed, spanned, pbx.answered.Load(), pbx.byes.Load())
+	if pbx.answered.Load() != want || pbx.byes.Load() != want {
+		t.Errorf("PBX: %d answered, %d BYEs; want %d of each (every call ended normally on both legs)",
+			pbx.answered.Load(), pbx.byes.Load(), want)
+	}
+	if spanned == 0 {
+		t.Errorf("no call lived through a rotation: the test did not test rotation under load")
+	}
+	if ok := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) - okBefore; ok < 2 {
+		t.Errorf("esbc_config_reload_total{result=\"success\"} +%v over 2 rotations, want >= 2", ok)
+	}
+
+	// The connection opened before the rotations: still answered, with the
+	// certificate it was opened with.
+	if st, err := rotationOptions(old, oldR, 2); err != nil || !strings.HasPrefix(st, "SIP/2.0 200") {
+		t.Errorf("OPTIONS over the TLS connection opened before the rotations: %q %v", st, err)
+	}
+	if got := old.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(serialOf(first)) != 0 {
+		t.Errorf("connection opened before the rotations: serial %v, want the first certificate's %v", got, serialOf(first))
+	}
+	// A new trunk UA (its own handshake, verified against the CA) calls
+	// through after the rotations.
+	fresh := newEdgeUA(t, "trunk-fresh", "127.0.0.1", "tls", &trunkCert, roots)
+	c, err := fresh.call(wan, "+14155550100")
+	if err != nil {
+		t.Fatalf("call from a new TLS connection after the rotations: %v\n%s", err, failoverTail(p.logs(), 20))
+	}
+	c.mediaOK(t, "call on a new TLS connection after the rotations")
+	if err := c.hangup(); err != nil {
+		t.Errorf("BYE: %v", err)
+	}
+	if strings.Contains(p.logs(), "panic") {
+		t.Errorf("esbc logged a panic:\n%s", failoverTail(p.logs(), 40))
+	}
+}
