@@ -52,8 +52,9 @@ type edgeUA struct {
 
 	invites, answered, byes atomic.Int64 // calls it answered; BYEs of those calls
 
-	mu   sync.Mutex
-	last *sip.Request // guarded by mu: the last initial INVITE it received
+	mu    sync.Mutex
+	last  *sip.Request   // guarded by mu: the last initial INVITE it received
+	users map[string]int // guarded by mu: initial INVITEs by Request-URI user
 }
 
 // newEdgeUA starts the peer's SIP server (cert: its TLS certificate for
@@ -211,6 +212,10 @@ func (u *edgeUA) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	u.invites.Add(1)
 	u.mu.Lock()
 	u.last = req
+	if u.users == nil {
+		u.users = map[string]int{}
+	}
+	u.users[req.Recipient.User]++
 	u.mu.Unlock()
 	_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
 	res := sip.NewResponseFromRequest(req, 200, "OK", body)
@@ -246,6 +251,18 @@ func (u *edgeUA) options(target string) (int, error) {
 		return 0, err
 	}
 	return res.StatusCode, nil
+}
+
+// requestUsers is how many initial INVITEs the peer received per
+// Request-URI user.
+func (u *edgeUA) requestUsers() map[string]int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	m := make(map[string]int, len(u.users))
+	for k, v := range u.users {
+		m[k] = v
+	}
+	return m
 }
 
 // edgeCall is a call the peer placed.

@@ -1,0 +1,211 @@
+//go:build e2e
+
+package test
+
+// SPEC §6 "Reload: under load, zero calls lost" for inbound calls,
+// black-box: a trunk (sipgo over UDP) calls through the built binary to
+// the PBX (sipgo over UDP, RTP echo) at a steady rate while the
+// configuration storm of TestReloadUnderLoad (reloadStorm: valid changes
+// of live settings interleaved with invalid files, SIGHUPs, bursts of
+// SIGHUPs and changes left to the file watcher) runs. Each valid step
+// also moves the inbound route to another PBX extension, so the PBX sees
+// which configuration every call was routed by.
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+const (
+	stormCalls  = 150
+	stormRate   = 20 // calls per second
+	stormHold   = 2 * time.Second
+	stormNumber = "+14155550123"
+)
+
+// stormExt is the PBX extension the inbound route of step k names.
+func stormExt(k int) string { return fmt.Sprintf("%d", 1000+k) }
+
+// stormConfig is reloadConfig with an inbound route to stormExt(v.k)
+// (also written into the invalid files: their extension must never be
+// seen at the PBX).
+func stormConfig(v reloadVariant, n reloadNet) []byte {
+	route := fmt.Sprintf("routes:\n  inbound:\n    - { match: '^\\+1\\d{10}$', extension: %q }\n  outbound:\n", stormExt(v.k))
+	return []byte(strings.Replace(string(reloadConfig(v, n)), "routes:\n  outbound:\n", route, 1))
+}
+
+// stormResult is what the trunk saw of one call.
+type stormResult struct {
+	setupErr, byeErr error
+	echoes           int // RTP packets of 10 back (every 10th call), -1 when not checked
+	stepUp, stepBye  int // configuration step in force at the answer and at the BYE
+}
+
+// TestReloadStormInbound: 150 inbound calls (trunk → esbc → PBX) at 20/s,
+// each held 2 s, during a configuration storm. Every call is set up and
+// ends normally (0 failed; a BYE at the PBX for each); the calls up before
+// the storm keep their media through it; every 10th call checks media;
+// every configuration change is counted in esbc_config_reload_total by
+// result (valid ones success, invalid ones error, the previous
+// configuration staying in force after each error); the inbound route in
+// force routes each new call (only valid steps' extensions at the PBX,
+// several of them).
+func TestReloadStormInbound(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary under load")
+	}
+	failoverLeakCheck(t)
+	dir := t.TempDir()
+	pbx := newEdgeUA(t, "pbx", "127.0.0.1", "udp", nil, nil)
+	trunk := newEdgeUA(t, "trunk", "127.0.0.1", "udp", nil, nil)
+	r := &reloadRig{bin: serviceBuild(t, dir), cfg: dir + "/esbc.yaml",
+		rn: reloadNet{pbxPort: pbx.port, trunkPort: trunk.port, trunkTransport: "udp", codecs: "PCMU, telephone-event", rtp: reloadRTPRange()}}
+	write := func(v reloadVariant) { serviceWrite(t, r.cfg, stormConfig(v, r.rn)) }
+	write(reloadVariant{k: 0, level: reloadLevel(0)})
+	p := r.start(t)
+	wan := p.addr("wan/udp")
+	for _, key := range []string{"lan/udp", "wan/udp"} {
+		if res := serviceOptions(t, p.addr(key), "UDP", nil); res.StatusCode != 200 {
+			t.Fatalf("OPTIONS to %s: %s", key, res.StartLine())
+		}
+	}
+	admin := failoverAdmin{base: "http://" + p.addr("admin")}
+	target := "127.0.0.1/" + trunk.addr() + "/udp"
+	if !failoverPoll(15*time.Second, func() bool { return admin.targetUp(t, target) == 1 }) {
+		t.Fatalf("trunk server %s not up 15 s after start\n%s", target, failoverTail(p.logs(), 20))
+	}
+	if got := reloadConfigInForce(t, p).step(); got != 0 {
+		t.Fatalf("configuration in force at start: step %d, want 0", got)
+	}
+	okBefore := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`)
+	errBefore := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`)
+
+	var early []*edgeCall
+	for i := range 2 {
+		c, err := trunk.call(wan, stormNumber)
+		if err != nil {
+			t.Fatalf("inbound call %d before the storm: %v\n%s", i, err, failoverTail(p.logs(), 30))
+		}
+		c.mediaOK(t, fmt.Sprintf("early call %d before the storm", i))
+		early = append(early, c)
+	}
+
+	var step atomic.Int64
+	results := make([]stormResult, stormCalls)
+	callsDone := make(chan struct{})
+	go func() {
+		defer close(callsDone)
+		var wg sync.WaitGroup
+		tick := time.NewTicker(time.Second / stormRate)
+		defer tick.Stop()
+		for i := range stormCalls {
+			<-tick.C
+			wg.Add(1)
+			go func(i int, res *stormResult) {
+				defer wg.Done()
+				res.echoes = -1
+				c, err := trunk.call(wan, stormNumber)
+				if err != nil {
+					res.setupErr = err
+					return
+				}
+				res.stepUp = int(step.Load())
+				start := time.Now()
+				if i%10 == 0 {
+					res.echoes = c.echoes(10)
+				}
+				time.Sleep(stormHold - time.Since(start)) // the call's hold time, not a readiness wait
+				res.stepBye = int(step.Load())
+				res.byeErr = c.hangup()
+			}(i, &results[i])
+		}
+		wg.Wait()
+	}()
+
+	st := reloadStorm(t, p, write, &step, callsDone)
+	select {
+	case <-callsDone:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("calls still running 90 s after the start\n%s", failoverTail(p.logs(), 30))
+	}
+
+	for i, c := range early {
+		c.mediaOK(t, fmt.Sprintf("early call %d after %d changes", i, st.steps))
+		if err := c.hangup(); err != nil {
+			t.Errorf("early call %d: BYE after %d changes: %v", i, st.steps, err)
+		}
+	}
+	var setupFailed, byeFailed, mediaFailed, mediaChecked, spanned int
+	for i, r := range results {
+		switch {
+		case r.setupErr != nil:
+			setupFailed++
+			if setupFailed <= 5 {
+				t.Errorf("call %d: set-up failed: %v", i, r.setupErr)
+			}
+			continue
+		case r.byeErr != nil:
+			byeFailed++
+			if byeFailed <= 5 {
+				t.Errorf("call %d (answered under step %d, BYE under step %d): BYE failed: %v", i, r.stepUp, r.stepBye, r.byeErr)
+			}
+		case r.stepBye != r.stepUp:
+			spanned++
+		}
+		if r.echoes >= 0 {
+			mediaChecked++
+			if r.echoes < 5 {
+				mediaFailed++
+				t.Errorf("call %d (answered under step %d): %d of 10 RTP packets came back", i, r.stepUp, r.echoes)
+			}
+		}
+	}
+	want := int64(stormCalls + len(early))
+	failoverPoll(10*time.Second, func() bool { return pbx.byes.Load() >= want })
+	okDelta := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) - okBefore
+	errDelta := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`) - errBefore
+	inForce := reloadConfigInForce(t, p)
+	exts := pbx.requestUsers()
+	t.Logf("%d inbound calls at %d/s held %s: %d set-up failures, %d BYE failures, %d of %d media checks failed, "+
+		"%d calls lived through a change; PBX: %d answered, %d BYEs, extensions %v", stormCalls, stormRate, stormHold,
+		setupFailed, byeFailed, mediaFailed, mediaChecked, spanned, pbx.answered.Load(), pbx.byes.Load(), exts)
+	t.Logf("%d configuration changes (%d valid, %d invalid, %d by the file watcher alone, %d SIGHUPs): "+
+		"reload_total success +%v, error +%v; generation %d", st.steps, st.valid, st.invalid, st.watcherOnly, st.sighups,
+		okDelta, errDelta, inForce.Generation)
+
+	if setupFailed != 0 || byeFailed != 0 {
+		t.Errorf("trunk: %d failed set-ups, %d failed BYEs; want 0\nesbc's warnings and errors:\n%s",
+			setupFailed, byeFailed, reloadProblems(p.logs(), 40))
+	}
+	if pbx.answered.Load() != want || pbx.byes.Load() != want {
+		t.Errorf("PBX: %d answered, %d BYEs; want %d of each (every call ended normally on both legs)",
+			pbx.answered.Load(), pbx.byes.Load(), want)
+	}
+	if spanned == 0 {
+		t.Errorf("no call lived through a configuration change: the test did not test reload under load")
+	}
+	st.check(t, inForce, okBefore, okDelta, errDelta)
+	// Inbound routes are hot: the PBX saw only valid steps' extensions
+	// (step 0 and odd steps), and more than one of them.
+	for ext := range exts {
+		k, err := strconv.Atoi(ext)
+		k -= 1000
+		switch {
+		case err != nil || k < 0 || k > st.lastValid:
+			t.Errorf("PBX extension %q: no configuration's inbound route", ext)
+		case k != 0 && k%2 == 0:
+			t.Errorf("PBX extension %q: the inbound route of an invalid file (step %d) was used", ext, k)
+		}
+	}
+	if len(exts) < 3 {
+		t.Errorf("the PBX saw %d extensions over %d valid changes: inbound route changes not applied to new calls", len(exts), st.valid)
+	}
+	if strings.Contains(p.logs(), `"level":"panic"`) || strings.Contains(p.logs(), "panic:") {
+		t.Errorf("esbc logged a panic:\n%s", failoverTail(p.logs(), 40))
+	}
+}
