@@ -638,3 +638,74 @@ func (p *serviceProc) metricSum(t *testing.T, name string, labels ...string) flo
 	}
 	return sum
 }
+
+// TestIPv6WANIPv4LAN: the common dual-stack deployment, an IPv4 LAN
+// (PBX on 127.0.0.1, udp) and an IPv6 WAN (TLS trunk on ::1). An outbound
+// and an inbound call complete with media; each leg's SDP carries its own
+// side's family (IP4 toward the PBX, IP6 toward the trunk). wan.acl.allow
+// is empty (SPEC §4: only the trunks' own server addresses), so the
+// trunk's IPv6 address from "servers: [[::1]:port]" is what admits it.
+func TestIPv6WANIPv4LAN(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+		t.Skipf("this machine has no IPv6 loopback (::1): %v", err)
+	} else {
+		ln.Close()
+	}
+	failoverLeakCheck(t)
+	dir := t.TempDir()
+	ca := b2buaE2ECA(t, dir)
+	ca.leaf(t, dir, "esbc", "::1", "127.0.0.1")
+	trunkCert := ca.leaf(t, dir, "trunk", "::1", "trunk.example.test")
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	pbx := newEdgeUA(t, "pbx", "127.0.0.1", "udp", nil, nil)
+	trunk := newEdgeUA(t, "trunk", "::1", "tls", &trunkCert, roots)
+	c := string(edgeConfig("::1", dir, pbx.port, trunk.port, `"127.0.0.0/8"`, "", "", "", reloadRTPRange()))
+	for _, e := range [][2]string{ // the LAN side on IPv4
+		{`listen: ["udp://[::1]:0", "tcp://[::1]:0"]`, `listen: ["udp://127.0.0.1:0"]`},
+		{"advertise: \"::1\"\n  pbx: { uri: \"sip:[::1]:", "advertise: \"127.0.0.1\"\n  pbx: { uri: \"sip:127.0.0.1:"},
+	} {
+		if !strings.Contains(c, e[0]) {
+			t.Fatalf("config edit: %q not in the config", e[0])
+		}
+		c = strings.Replace(c, e[0], e[1], 1)
+	}
+	cfg := filepath.Join(dir, "esbc.yaml")
+	serviceWrite(t, cfg, []byte(c))
+	r := &reloadRig{bin: serviceBuild(t, dir), cfg: cfg}
+	p := r.start(t)
+	admin := failoverAdmin{base: "http://" + p.addr("admin")}
+	target := "::1/" + trunk.addr() + "/tls"
+	if !failoverPoll(15*time.Second, func() bool { return admin.targetUp(t, target) == 1 }) {
+		t.Fatalf("trunk server %s not up 15 s after start\n%s", target, failoverTail(p.logs(), 30))
+	}
+	check := func(what string, c *edgeCall, wantAnswer string, callee *edgeUA, wantOffer string) {
+		t.Helper()
+		if c.family != wantAnswer {
+			t.Errorf("%s: esbc's answer to the caller has c=IN %s, want %s", what, c.family, wantAnswer)
+		}
+		if _, fam, err := edgeSDPAddr(callee.lastInvite().Body()); err != nil || fam != wantOffer {
+			t.Errorf("%s: esbc's offer to the %s has c=IN %s (%v), want %s", what, callee.name, fam, err, wantOffer)
+		}
+		c.mediaOK(t, what)
+		if err := c.hangup(); err != nil {
+			t.Errorf("%s: BYE: %v", what, err)
+		}
+	}
+	out, err := pbx.call(p.addr("lan/udp"), "916502530000")
+	if err != nil {
+		t.Fatalf("outbound call (IPv4 PBX → IPv6 trunk): %v\n%s", err, failoverTail(p.logs(), 30))
+	}
+	check("outbound call (IPv4 PBX → IPv6 trunk)", out, "IP4", trunk, "IP6")
+	in, err := trunk.call(p.addr("wan/tls"), "+14155550100")
+	if err != nil {
+		t.Fatalf("inbound call (IPv6 trunk → IPv4 PBX): %v\n%s", err, failoverTail(p.logs(), 30))
+	}
+	check("inbound call (IPv6 trunk → IPv4 PBX)", in, "IP6", pbx, "IP4")
+	if !failoverPoll(10*time.Second, func() bool { return trunk.byes.Load() == 1 && pbx.byes.Load() == 1 }) {
+		t.Errorf("BYEs at the callees: trunk %d, PBX %d; want 1 each", trunk.byes.Load(), pbx.byes.Load())
+	}
+}
