@@ -256,6 +256,12 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 					}
 					v = dropTimerTag(v)
 				}
+				if n == "Require" && !supportsTimer(req) {
+					// §9: no "Require: timer" toward a UAC that did not
+					// list timer (a Session-Expires with refresher=uas is
+					// all it may get).
+					v = dropTimerTag(v)
+				}
 				if v != "" && validValue(v) {
 					out2.AppendHeader(sip.NewHeader(h.Name(), v))
 				}

@@ -493,3 +493,84 @@ func TestSessionExpiresRelayedTimer(t *testing.T) {
 		t.Errorf("call ended with %q", ci.Reason)
 	}
 }
+
+// TestNoRequireTimerTowardPeerWithoutTimer: a refresh from a PBX that does
+// not list timer in Supported never gets "Require: timer" back (RFC 4028
+// §9), even when the trunk answers with one.
+func TestNoRequireTimerTowardPeerWithoutTimer(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.trkUAS.echoTimer.Store(true) // the trunk answers Session-Expires + Require: timer
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := e.outbound(ctx, "94155550123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := sip.NewRequest(sip.UPDATE, s.InviteResponse.Contact().Address)
+	req.AppendHeader(sip.NewHeader("Session-Expires", "90;refresher=uas"))
+	res, err := s.Do(ctx, req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("UPDATE: %v %v", res, err)
+	}
+	if n := len(e.trkUAS.requests(sip.UPDATE)); n != 1 {
+		t.Fatalf("trunk got %d UPDATEs", n)
+	}
+	if v := headerValue(e.trkUAS.requests(sip.UPDATE)[0], "Session-Expires"); v != "90;refresher=uas" {
+		t.Errorf("trunk got Session-Expires %q", v)
+	}
+	for _, v := range headerValues(res, "Require") {
+		if strings.Contains(v, "timer") {
+			t.Errorf("PBX without timer support got Require: %s", v)
+		}
+	}
+	if err := hangUp(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEnded(1)
+}
+
+// TestRefreshFromPeerWithoutTimerSupport: on leg B, where esbc runs its
+// own timer and the trunk was the refresher, a body-less UPDATE refresh
+// that does not list timer in Supported is answered with
+// refresher=uas and no "Require: timer" (RFC 4028 §9), and esbc takes the
+// refresher role: it refreshes the trunk leg itself and the call stays up.
+func TestRefreshFromPeerWithoutTimerSupport(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.trkUAS.echoTimer.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tc := placeTimerCall(t, ctx, e, 2*time.Second, "2;refresher=uas", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE", false)
+	req := sip.NewRequest(sip.UPDATE, e.trkUAS.lastInvite().Contact().Address)
+	req.AppendHeader(sip.NewHeader("Session-Expires", "2"))
+	res, err := tc.trkSess.Do(ctx, req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("UPDATE: %v %v", res, err)
+	}
+	if se := headerValue(res, "Session-Expires"); se != "2;refresher=uas" {
+		t.Errorf("2xx Session-Expires %q, want esbc (uas) the refresher", se)
+	}
+	if v := strings.Join(headerValues(res, "Require"), ","); strings.Contains(v, "timer") {
+		t.Errorf("2xx to a UAC without timer support has Require: %s", v)
+	}
+	// esbc refreshes now, across more than one interval.
+	waitFor(t, func() bool { return len(e.trkUAS.requests(sip.UPDATE)) >= 3 }, "esbc does not refresh after taking the refresher role")
+	for _, u := range e.trkUAS.requests(sip.UPDATE) {
+		if se := headerValue(u, "Session-Expires"); se != "2;refresher=uac" {
+			t.Errorf("esbc refresh with Session-Expires %q", se)
+		}
+	}
+	if n := len(e.pbxUAS.requests(sip.UPDATE)); n != 0 {
+		t.Errorf("%d refreshes reached the PBX", n)
+	}
+	select {
+	case ci := <-e.ended:
+		t.Fatalf("call ended: %q", ci.Reason)
+	default:
+	}
+	if err := hangUp(ctx, tc.s); err != nil {
+		t.Fatal(err)
+	}
+	if ci := e.waitEnded(1)[0]; ci.Reason != "bye from lan" {
+		t.Errorf("call ended with %q", ci.Reason)
+	}
+}
