@@ -121,6 +121,7 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 		t.Fatalf("certificate served at start: serial %v, want %v", got, want)
 	}
 	okBefore := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`)
+	errStart := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`)
 
 	// A TLS connection opened before the rotations.
 	old, err := cryptotls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", wan,
@@ -180,6 +181,7 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 	// Two rotations: new key and certificate (rename-replace each), SIGHUP,
 	// then a fresh handshake must present the new certificate (bounded).
 	stage := t.TempDir()
+	var current *big.Int // the serial in force after the last rotation
 	for k := 1; k <= 2; k++ {
 		select {
 		case <-third:
@@ -202,6 +204,7 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 			t.Fatalf("rotation %d: a new handshake still presents serial %v, want %v\n%s",
 				k, rotationServed(t, wan, roots), want, failoverTail(p.logs(), 20))
 		}
+		current = want
 		rotations.Store(int64(k))
 	}
 	select {
@@ -246,8 +249,39 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 	if spanned == 0 {
 		t.Errorf("no call lived through a rotation: the test did not test rotation under load")
 	}
-	if ok := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) - okBefore; ok < 2 {
+	// Each rotation is one SIGHUP plus file watcher events for the two
+	// files (a watcher event between the key and the certificate sees a
+	// mismatched pair and is refused: an error, the old certificate stays).
+	ok := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) - okBefore
+	errs := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`) - errStart
+	t.Logf("2 rotations: reload_total success +%v, error +%v", ok, errs)
+	if ok < 2 {
 		t.Errorf("esbc_config_reload_total{result=\"success\"} +%v over 2 rotations, want >= 2", ok)
+	}
+
+	// A botched rotation (a certificate whose key is not the key file's) is
+	// refused: counted as a reload error, the certificate in force stays.
+	errBefore := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`)
+	ca.leaf(t, stage, "esbc", "127.0.0.1")
+	other := t.TempDir()
+	ca.leaf(t, other, "esbc", "127.0.0.1")
+	for f, from := range map[string]string{"esbc.crt": stage, "esbc.key": other} {
+		b, err := os.ReadFile(filepath.Join(from, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		serviceWrite(t, filepath.Join(dir, f), b)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !failoverPoll(15*time.Second, func() bool {
+		return reloadMetric(t, p, `esbc_config_reload_total{result="error"}`) > errBefore
+	}) {
+		t.Errorf("a certificate that does not match its key: no reload error counted\n%s", failoverTail(p.logs(), 20))
+	}
+	if got := rotationServed(t, wan, roots); got.Cmp(current) != 0 {
+		t.Errorf("after a refused rotation a new handshake presents serial %v, want the one in force (%v)", got, current)
 	}
 
 	// The connection opened before the rotations: still answered, with the
