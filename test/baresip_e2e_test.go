@@ -214,10 +214,15 @@ func TestBaresipSRTPInterop(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			mark := len(bs.log())
-			bs.command(t, "dial", fmt.Sprintf("sip:%s@127.0.0.1:%d;transport=tls", baresipDID, wan))
+			bs.command(t, "dial", fmt.Sprintf("sip:%s@127.0.0.1:%d", baresipDID, wan))
 			c := pbx.answered(t, 15*time.Second)
 			if c == nil {
 				return
+			}
+			// baresip's SIP trace: the INVITE went to esbc's WAN over TLS.
+			overTLS := regexp.MustCompile(fmt.Sprintf(`TLS 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:%d\s*\n\s*INVITE sip:\%s@`, wan, baresipDID))
+			if !overTLS.MatchString(bs.log()[mark:]) {
+				t.Errorf("baresip's INVITE toward esbc not seen over TLS in its SIP trace:\n%s", bs.tail(80))
 			}
 			check(t, c, mark, "AES_CM_128_HMAC_SHA1_80", "inbound", byPeer)
 		})
