@@ -197,9 +197,23 @@ func (s *stack) close() {
 // dialling side's on EOF.
 type closingListener struct {
 	net.Listener
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	closed   bool
+	accepted []string // remote address of every connection accepted
+}
+
+// acceptedFrom returns how many connections the listener accepted from ip.
+func (l *closingListener) acceptedFrom(ip string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, a := range l.accepted {
+		if h, _, _ := net.SplitHostPort(a); h == ip {
+			n++
+		}
+	}
+	return n
 }
 
 func (l *closingListener) Accept() (net.Conn, error) {
@@ -214,6 +228,7 @@ func (l *closingListener) Accept() (net.Conn, error) {
 		return nil, net.ErrClosed
 	}
 	l.conns[c] = struct{}{}
+	l.accepted = append(l.accepted, c.RemoteAddr().String())
 	return c, nil
 }
 
@@ -498,6 +513,7 @@ type envOpts struct {
 	primaryFilter   sip.TransportReadFilter // the same on the primary (secondServer)
 	onEnd           func(b2bua.CallInfo)    // called from Deps.OnEnd before the CDR is queued
 	reg             prometheus.Registerer   // Deps.Reg; nil: metrics not registered
+	setup           func(e *env)            // called before the stacks serve (extra handlers)
 }
 
 // dialPlan is a Router for the tests: 9 + digits → trunk "itsp", inbound
@@ -622,6 +638,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 		t.Fatal(err)
 	}
 	e.b = b
+	if o.setup != nil {
+		o.setup(e)
+	}
 	for _, s := range []*stack{e.lan, e.wan, e.pbx, e.trk, e.trk2} {
 		if s != nil {
 			s.start()
