@@ -184,13 +184,13 @@ func placeTimerCall(t *testing.T, ctx context.Context, e *env, se time.Duration,
 		if err != nil {
 			return
 		}
-		u.sessions <- sess
 		hdrs := []sip.Header{sip.NewHeader("Content-Type", "application/sdp"),
 			sip.NewHeader("Session-Expires", sessionExpires), sip.NewHeader("Require", "timer")}
 		if allow != "" {
 			hdrs = append(hdrs, sip.NewHeader("Allow", allow))
 		}
 		_ = sess.Respond(200, "OK", answer(req.Body()), hdrs...)
+		u.sessions <- sess // after Respond: the test uses the session's InviteResponse
 	})
 	port := 40000
 	if tc.pbxRTP != nil {
