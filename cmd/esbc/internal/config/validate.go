@@ -340,9 +340,29 @@ func (v validator) sipURI(key, uri string) {
 		}
 		host = h
 	}
+	bracketed := strings.HasPrefix(hostport, "[")
+	if bracketed && !strings.Contains(hostport, "]") {
+		v.errs.add(key, "invalid SIP URI %q: no closing bracket", uri)
+		return
+	}
 	host = strings.Trim(host, "[]")
 	if host == "" {
 		v.errs.add(key, "invalid SIP URI %q: no host", uri)
+		return
+	}
+	// RFC 3261 §19.1.1 / §25.1: an IPv6 address in a SIP URI is an
+	// IPv6reference ("[" IPv6address "]"). Unbracketed, sipgo reads
+	// "sip:2001:db8::10" as host "2001" and fails on the port: the PBX
+	// would be unreachable with a configuration that check-config passed.
+	if a, err := netip.ParseAddr(host); err == nil && a.Is6() != bracketed {
+		if bracketed {
+			v.errs.add(key, "invalid SIP URI %q: only an IPv6 address goes in brackets", uri)
+		} else {
+			v.errs.add(key, "IPv6 address %s in SIP URI %q must be in brackets (sip:[%s])", host, uri, host)
+		}
+		return
+	} else if err != nil && bracketed {
+		v.errs.add(key, "invalid SIP URI %q: only an IPv6 address goes in brackets", uri)
 		return
 	}
 	if _, err := netip.ParseAddr(host); err != nil && !hostnameRe.MatchString(host) {
