@@ -98,14 +98,20 @@
 // mutex per Session, never taken on the packet path). Each RTP socket has
 // one reader goroutine; on Linux every RTCP socket of the engine is served
 // by one epoll goroutine (rtcppoll_linux.go; RTCP is ~1 packet per 5 s, a
-// goroutine and buffer per socket cost memory for nothing). Each reader
-// owns the SRTP contexts it uses (decrypt for its own leg, encrypt toward
-// the other leg); negotiated parameters reach it through an atomic pointer
-// to an immutable plan, and the reader rebuilds its contexts itself when the
-// plan's keys change. The RTP path takes no lock and allocates nothing in
-// steady state (the RTCP poller holds its own mutex per datagram so that a
-// closing session can unregister safely); every loop recovers from panics,
-// counts them (esbc_media_panics_total) and goes on.
+// goroutine and buffer per socket cost memory for nothing). On Linux the
+// RTP goroutines wait in Go's netpoller holding no buffer and borrow one
+// from an engine-wide pool per datagram (a buffer per socket is 3 KiB per
+// call). Each SRTP key has one context, created on first use and shared by
+// the RTP and the RTCP reader that use it (the RTP reader its SRTP half,
+// the RTCP reader its SRTCP half: one context per worker would carry an
+// unused half each); a mutex per context, uncontended but for the rare
+// RTCP packet, serialises them (pion's Context is not goroutine-safe).
+// Negotiated parameters reach a reader through an atomic pointer to an
+// immutable plan, and the reader switches contexts itself when the plan's
+// keys change. The RTP path takes only that uncontended lock and allocates
+// nothing in steady state (the RTCP poller holds its own mutex per datagram
+// so that a closing session can unregister safely); every loop recovers
+// from panics, counts them (esbc_media_panics_total) and goes on.
 //
 // # Diagnostic tap
 //

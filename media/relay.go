@@ -15,18 +15,79 @@ import (
 	"go.uber.org/zap"
 )
 
-// keys is the SRTP material of one direction of one endpoint (immutable).
+// keys is the SRTP material of one direction of one endpoint (immutable
+// but for its lazily created context).
 type keys struct {
 	suite   string
 	profile srtp.ProtectionProfile
 	key     []byte // master key || salt
 	mki     []byte
 	keyLen  int
+
+	ctxOnce sync.Once
+	ctx     *srtpCtx
+	ctxErr  error
 }
 
-func (k *keys) context() (*srtp.Context, error) {
-	return srtp.CreateContext(k.key[:k.keyLen], k.key[k.keyLen:], k.profile,
-		srtp.SRTPReplayProtection(256), srtp.SRTCPReplayProtection(256), srtp.MasterKeyIndicator(k.mki))
+// srtpCtx is the one SRTP context of a key. The RTP worker uses its SRTP
+// half and the RTCP worker its SRTCP half: one context per key instead of
+// one per worker halves the SRTP memory of a call (each pion Context
+// carries both halves: ~2.4 KiB; BENCHMARKS.md, memory). pion's Context
+// is not goroutine-safe, so every use holds mu (uncontended but for the
+// rare RTCP packet: RTCP is about one packet per 5 s).
+type srtpCtx struct {
+	mu sync.Mutex
+	c  *srtp.Context
+}
+
+// context returns the key's shared context, created on first use.
+func (k *keys) context() (*srtpCtx, error) {
+	k.ctxOnce.Do(func() {
+		c, err := srtp.CreateContext(k.key[:k.keyLen], k.key[k.keyLen:], k.profile,
+			srtp.SRTPReplayProtection(256), srtp.SRTCPReplayProtection(256), srtp.MasterKeyIndicator(k.mki))
+		if err != nil {
+			k.ctxErr = err
+			return
+		}
+		k.ctx = &srtpCtx{c: c}
+	})
+	return k.ctx, k.ctxErr
+}
+
+func (x *srtpCtx) decryptRTP(pkt []byte, hdr *rtp.Header) ([]byte, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.c.DecryptRTP(pkt, pkt, hdr)
+}
+
+func (x *srtpCtx) decryptRTCP(pkt []byte) ([]byte, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.c.DecryptRTCP(pkt, pkt, nil)
+}
+
+func (x *srtpCtx) encryptRTP(pkt []byte, hdr *rtp.Header) ([]byte, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.c.EncryptRTP(pkt, pkt, hdr)
+}
+
+func (x *srtpCtx) encryptRTCP(pkt []byte) ([]byte, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.c.EncryptRTCP(pkt, pkt, nil)
+}
+
+func (x *srtpCtx) roc(ssrc uint32) (uint32, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.c.ROC(ssrc)
+}
+
+func (x *srtpCtx) setROC(ssrc, roc uint32) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.c.SetROC(ssrc, roc)
 }
 
 // xcode converts payloads from the other leg's G.711 into this peer's.
@@ -96,7 +157,7 @@ func (ep *endpoint) start() error {
 	}
 	ep.rtcpID = id
 	ep.wg.Add(1)
-	go ep.s.e.loop(&worker{ep: ep, conn: ep.rtp})
+	go ep.s.e.rtpLoop(&worker{ep: ep, conn: ep.rtp})
 	return nil
 }
 
@@ -114,7 +175,7 @@ type worker struct {
 	conn   *net.UDPConn
 	isRTCP bool
 
-	buf   []byte // the packet is read, decrypted, transcoded and encrypted in place
+	buf   []byte // the packet is read, decrypted, transcoded and encrypted in place (nil: borrowed per packet from bufPool)
 	spare []byte // copy of a packet while an old decrypt context is still valid
 	hdr   rtp.Header
 
@@ -122,11 +183,11 @@ type worker struct {
 	latched netip.AddrPort
 
 	recvKeys *keys
-	dec      *srtp.Context
-	oldDec   *srtp.Context // previous key: kept until the new one authenticates a packet
+	dec      *srtpCtx
+	oldDec   *srtpCtx // previous key: kept until the new one authenticates a packet
 
 	sendKeys *keys
-	enc      *srtp.Context
+	enc      *srtpCtx
 	seqMap   seqMap
 	lastSSRC uint32
 	lastSeq  uint16
@@ -144,8 +205,15 @@ const (
 	headroom = 32
 )
 
-// loop runs a worker until its socket closes; a panic is counted and the
-// loop goes on.
+// bufPool lends the RTP loops their packet buffer (Linux, rtpLoop): a
+// buffer is held only while a packet is read and relayed, not while the
+// loop waits for the next one, so 1,000 calls need a handful of buffers
+// instead of 2,000 (3 KiB per call; BENCHMARKS.md, memory). Pointers to
+// arrays: Get and Put do not allocate.
+var bufPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
+
+// loop runs a worker with a buffer of its own until its socket closes; a
+// panic is counted and the loop goes on.
 func (e *Engine) loop(w *worker) {
 	defer w.ep.wg.Done()
 	w.buf = make([]byte, bufSize)
@@ -311,9 +379,9 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort) {
 			tap.t.WriteRTP(o.callID, self, dst, plain, now)
 		}
 		if rtcpPkt {
-			out, err = w.enc.EncryptRTCP(plain, plain, nil)
+			out, err = w.enc.encryptRTCP(plain)
 		} else {
-			out, err = w.enc.EncryptRTP(plain, plain, &w.hdr)
+			out, err = w.enc.encryptRTP(plain, &w.hdr)
 			if err == nil {
 				w.noteSent(o)
 			}
@@ -378,9 +446,9 @@ func (w *worker) rekeyRecv(k *keys) bool {
 		return false
 	}
 	if w.dec != nil {
-		if w.rx.init {
-			if roc, ok := w.dec.ROC(w.rx.ssrc); ok {
-				c.SetROC(w.rx.ssrc, roc)
+		if w.rx.init && !w.isRTCP {
+			if roc, ok := w.dec.roc(w.rx.ssrc); ok {
+				c.setROC(w.rx.ssrc, roc)
 			}
 		}
 		w.oldDec = w.dec
@@ -398,8 +466,8 @@ func (w *worker) rekeySend(k *keys) bool {
 	}
 	if w.enc != nil && w.hasSSRC {
 		// The stream goes on under the new key: keep its rollover counter.
-		if roc, ok := w.enc.ROC(w.lastSSRC); ok {
-			c.SetROC(w.lastSSRC, roc)
+		if roc, ok := w.enc.roc(w.lastSSRC); ok {
+			c.setROC(w.lastSSRC, roc)
 		}
 	}
 	w.enc = c
@@ -419,9 +487,9 @@ func (w *worker) decrypt(pkt []byte, rtcpPkt bool) ([]byte, error) {
 		copy(w.spare, pkt)
 	}
 	if rtcpPkt {
-		out, err = w.dec.DecryptRTCP(pkt, pkt, nil)
+		out, err = w.dec.decryptRTCP(pkt)
 	} else {
-		out, err = w.dec.DecryptRTP(pkt, pkt, &w.hdr)
+		out, err = w.dec.decryptRTP(pkt, &w.hdr)
 	}
 	if err == nil {
 		w.oldDec, w.spare = nil, nil
@@ -432,9 +500,9 @@ func (w *worker) decrypt(pkt []byte, rtcpPkt bool) ([]byte, error) {
 	}
 	pkt = pkt[:copy(pkt, w.spare[:len(pkt)])]
 	if rtcpPkt {
-		return w.oldDec.DecryptRTCP(pkt, pkt, nil)
+		return w.oldDec.decryptRTCP(pkt)
 	}
-	return w.oldDec.DecryptRTP(pkt, pkt, &w.hdr)
+	return w.oldDec.decryptRTP(pkt, &w.hdr)
 }
 
 // noteSent publishes the SSRC and ROC sent toward o (for State), cheaply:
@@ -444,7 +512,7 @@ func (w *worker) noteSent(o *endpoint) {
 	if !w.hasSSRC || ssrc != w.lastSSRC || seq < w.lastSeq && w.lastSeq-seq > 1<<15 {
 		w.hasSSRC = true
 		w.lastSSRC = ssrc
-		roc, _ := w.enc.ROC(ssrc)
+		roc, _ := w.enc.roc(ssrc)
 		o.sendSSRC.Store(ssrc)
 		o.sendROC.Store(roc)
 	}

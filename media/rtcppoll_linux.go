@@ -17,7 +17,8 @@ import (
 // goroutine and a read buffer per socket would cost ~4 KiB each for
 // nothing (measured: BENCHMARKS.md). The RTCP workers' SRTP contexts are
 // owned by the poller goroutine. RTP sockets keep one goroutine each: at
-// RTP rates that is the cheaper design (BENCHMARKS.md, architecture).
+// RTP rates that is the cheaper design (BENCHMARKS.md, architecture); the
+// goroutines share their packet buffers (rtpLoop).
 type rtcpPoller struct {
 	e     *Engine
 	epfd  int
@@ -159,6 +160,64 @@ func (p *rtcpPoller) serve(id int32) {
 			continue
 		}
 		pe.w.handle(p.buf[:n], from)
+	}
+}
+
+// rtpLoop serves one RTP socket from its own goroutine until the socket
+// closes; a panic is counted and the loop goes on. The goroutine waits for
+// the socket in Go's netpoller (syscall.RawConn.Read) holding no buffer;
+// a buffer is borrowed from bufPool for each packet.
+func (e *Engine) rtpLoop(w *worker) {
+	defer w.ep.wg.Done()
+	rc, err := w.conn.SyscallConn()
+	if err != nil { // not a live socket: serve it the portable way
+		w.buf = make([]byte, bufSize)
+		for !w.serve() {
+		}
+		return
+	}
+	read := func(fd uintptr) bool { return w.drain(int(fd)) }
+	for !w.serveRaw(rc, read) {
+	}
+}
+
+// serveRaw returns true once the socket is closed (RawConn.Read returns
+// only then: read never reports done), false after a recovered panic.
+func (w *worker) serveRaw(rc syscall.RawConn, read func(uintptr) bool) (done bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			w.ep.s.e.panics.Inc()
+			w.ep.s.e.log.Error("panic in media loop", zap.String("session", w.ep.s.id), zap.Any("panic", r), zap.Stack("stack"))
+			done = false
+		}
+	}()
+	_ = rc.Read(read)
+	return true
+}
+
+// drain relays every datagram queued on fd and returns false (wait for
+// the socket to be readable again) once it would block: the netpoller is
+// edge-triggered, so the queue must be emptied before waiting.
+func (w *worker) drain(fd int) bool {
+	var rsa syscall.RawSockaddrAny
+	for errs := 0; ; {
+		b := bufPool.Get().(*[bufSize]byte)
+		alen := uint32(syscall.SizeofSockaddrAny)
+		n, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, uintptr(fd),
+			uintptr(unsafe.Pointer(&b[0])), uintptr(bufSize-headroom), syscall.MSG_DONTWAIT,
+			uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&alen)))
+		if errno != 0 {
+			bufPool.Put(b)
+			if errs++; errno == syscall.EAGAIN || errs > 16 {
+				return false
+			}
+			continue // EINTR, or a pending socket error that this call consumed
+		}
+		errs = 0
+		if from, ok := addrPort(&rsa); ok {
+			w.handle(b[:n], from)
+		}
+		bufPool.Put(b)
 	}
 }
 

@@ -17,3 +17,6 @@ func (p *rtcpPoller) register(w *worker) (int32, error) {
 func (p *rtcpPoller) unregister(int32) {}
 
 func (p *rtcpPoller) stop() {}
+
+// rtpLoop: a goroutine with its own buffer per RTP socket.
+func (e *Engine) rtpLoop(w *worker) { e.loop(w) }

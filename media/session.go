@@ -67,7 +67,9 @@ func (s *Session) finish(leg int, out *sdp.Session) []byte {
 		sum = h.Sum64() | 1
 	}
 	o.sent = sum
-	return b
+	// The caller keeps the body for the call's lifetime (in its SIP
+	// messages): no spare capacity from Marshal's buffer growth.
+	return bytes.Clone(b)
 }
 
 type stream struct {
@@ -75,10 +77,12 @@ type stream struct {
 	ep    [2]*endpoint
 }
 
-// pending is the last offer and what was decided for each m-line.
+// pending is the last offer and what was decided for each m-line. The
+// offer is kept as its body and parsed again only in the rare answer that
+// lacks m-lines (parsed, it is ~3 times larger, for the call's lifetime).
 type pending struct {
 	from  int
-	offer *sdp.Session
+	offer []byte
 	lines []pendLine
 }
 
@@ -265,7 +269,7 @@ func (s *Session) Offer(from int, body []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: offer from %s: %w", ErrNotAcceptable, s.legs[x].Name, err)
 	}
 	out := off.Clone()
-	p := &pending{from: x, offer: off}
+	p := &pending{from: x, offer: bytes.Clone(body)}
 	var created []*stream
 	rollback := func(err error) ([]byte, error) {
 		for _, st := range created {
@@ -575,8 +579,14 @@ func (s *Session) Answer(from int, body []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: answer from %s: %w", ErrNotAcceptable, s.legs[y].Name, err)
 	}
 	out := ans.Clone()
-	for len(out.Media) < len(p.lines) {
-		out.AppendMedia(p.offer.Media[len(out.Media)])
+	if len(out.Media) < len(p.lines) {
+		off, err := sdp.Parse(p.offer)
+		if err != nil || len(off.Media) < len(p.lines) { // parsed in Offer: cannot happen
+			return nil, fmt.Errorf("media: pending offer of %s: %w", s.legs[x].Name, err)
+		}
+		for len(out.Media) < len(p.lines) {
+			out.AppendMedia(off.Media[len(out.Media)])
+		}
 	}
 	out.Media = out.Media[:len(p.lines)]
 	now := time.Now()
@@ -600,7 +610,7 @@ func (s *Session) Answer(from int, body []byte) ([]byte, error) {
 		}
 		if !pl.enabled || am == nil || am.Port == 0 || st == nil {
 			strip(om)
-			om.Proto = p.offer.Media[i].Proto
+			om.Proto = pl.proto
 			om.Disable()
 			if st != nil {
 				commits = append(commits, commit{st.ep[0], &plan{}}, commit{st.ep[1], &plan{}})
