@@ -113,6 +113,9 @@ func TestBaresipSRTPInterop(t *testing.T) {
 	check := func(t *testing.T, c *baresipPBXCall, mark int, suite, direction string, hangupByBaresip bool) {
 		t.Helper()
 		calls++
+		// Runs when the call is over (or the subtest failed), so that the
+		// next call counts its own drops.
+		defer func() { srtpDrops = p.metric(t, "esbc_media_dropped_total", "reason=srtp") }()
 		bs.waitEvent(t, "CALL_ESTABLISHED", 10*time.Second)
 		bs.waitLog(t, "SRTP is Enabled (cryptosuite="+suite+")", mark, 10*time.Second)
 
@@ -155,7 +158,6 @@ func TestBaresipSRTPInterop(t *testing.T) {
 		c.close()
 		bs.waitEvent(t, "CALL_CLOSED", 10*time.Second)
 		baresipWaitIdle(t, p)
-		defer func() { srtpDrops = p.metric(t, "esbc_media_dropped_total", "reason=srtp") }()
 
 		// The PBX's 1 kHz tone, decoded by baresip after SRTP.
 		bs.checkReceivedTone(t, calls)
@@ -170,9 +172,9 @@ func TestBaresipSRTPInterop(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		suite   string
-		filter  bool // offer only this suite to baresip (else esbc's whole offer)
-		byPeers bool // baresip hangs up (else the PBX)
+		suite     string
+		filter    bool // offer only this suite to baresip (else esbc's whole offer)
+		byBaresip bool // baresip hangs up (else the PBX)
 	}{
 		{"AES_CM_128_HMAC_SHA1_80", false, false},
 		{"AES_CM_128_HMAC_SHA1_32", true, true},
@@ -202,14 +204,14 @@ func TestBaresipSRTPInterop(t *testing.T) {
 					}
 				}
 			}
-			check(t, c, mark, tc.suite, "outbound", tc.byPeers)
+			check(t, c, mark, tc.suite, "outbound", tc.byBaresip)
 		})
 	}
 	relay.onlySuite("")
 
-	for _, byPeer := range []bool{false, true} {
+	for _, byBaresip := range []bool{false, true} {
 		name := "inbound/hangup-by-pbx"
-		if byPeer {
+		if byBaresip {
 			name = "inbound/hangup-by-baresip"
 		}
 		t.Run(name, func(t *testing.T) {
@@ -224,7 +226,7 @@ func TestBaresipSRTPInterop(t *testing.T) {
 			if !overTLS.MatchString(bs.log()[mark:]) {
 				t.Errorf("baresip's INVITE toward esbc not seen over TLS in its SIP trace:\n%s", bs.tail(80))
 			}
-			check(t, c, mark, "AES_CM_128_HMAC_SHA1_80", "inbound", byPeer)
+			check(t, c, mark, "AES_CM_128_HMAC_SHA1_80", "inbound", byBaresip)
 		})
 	}
 }
