@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -477,8 +478,18 @@ func TestIPv6EntryPoints(t *testing.T) {
 	write := func(lanAllow, lanDeny, wanDeny string) {
 		serviceWrite(t, cfg, edgeConfig("::1", dir, pbx.port, trunk.port, lanAllow, lanDeny, `"::1/128"`, wanDeny, rtpRange))
 	}
+	// check-config refuses the PBX's IPv6 address without brackets, naming
+	// the key (sipgo would read "sip:::1:port" as no host at all).
+	bin := serviceBuild(t, dir)
+	bad := strings.Replace(string(edgeConfig("::1", dir, pbx.port, trunk.port, `"::1/128"`, "", `"::1/128"`, "", rtpRange)),
+		"sip:[::1]:", "sip:::1:", 1)
+	serviceWrite(t, cfg, []byte(bad))
+	if out, err := exec.Command(bin, "check-config", "--config", cfg).CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "lan.pbx.uri: IPv6 address") {
+		t.Errorf("check-config with lan.pbx.uri \"sip:::1:port\": %v\n%s", err, out)
+	}
 	write(`"::1/128"`, "", "")
-	r := &reloadRig{bin: serviceBuild(t, dir), cfg: cfg}
+	r := &reloadRig{bin: bin, cfg: cfg}
 	p := r.start(t)
 	for _, k := range []string{"admin", "lan/udp", "lan/tcp", "wan/tls"} {
 		if a := p.addr(k); !strings.HasPrefix(a, "[::1]:") {

@@ -354,14 +354,11 @@ func (v validator) sipURI(key, uri string) {
 	// IPv6reference ("[" IPv6address "]"). Unbracketed, sipgo reads
 	// "sip:2001:db8::10" as host "2001" and fails on the port: the PBX
 	// would be unreachable with a configuration that check-config passed.
-	if a, err := netip.ParseAddr(host); err == nil && a.Is6() != bracketed {
-		if bracketed {
-			v.errs.add(key, "invalid SIP URI %q: only an IPv6 address goes in brackets", uri)
-		} else {
-			v.errs.add(key, "IPv6 address %s in SIP URI %q must be in brackets (sip:[%s])", host, uri, host)
-		}
+	if !bracketed && strings.Contains(host, ":") { // no host name has a colon
+		v.errs.add(key, "IPv6 address in SIP URI %q must be in brackets, as in sip:[2001:db8::10]:5060", uri)
 		return
-	} else if err != nil && bracketed {
+	}
+	if a, err := netip.ParseAddr(host); bracketed && (err != nil || !a.Is6()) {
 		v.errs.add(key, "invalid SIP URI %q: only an IPv6 address goes in brackets", uri)
 		return
 	}
