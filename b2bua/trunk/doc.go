@@ -17,7 +17,11 @@
 //     up in the shared locate.Health, no answer within FailoverTimeout, a
 //     transport error or 503 takes it down;
 //   - the RFC 5626 §3.5.1 double-CRLF keepalive on TCP and TLS connections
-//     (sipgo answers pings with a single CRLF on its side);
+//     (sipgo answers pings with a single CRLF on its side); for a registering
+//     trunk it also watches the connection to the registrar and, when that
+//     connection is lost or replaced, registers again at once over the new
+//     one (a trunk that sends calls over the connection esbc opened, esbc
+//     behind NAT, could not reach esbc until the next refresh otherwise);
 //   - the channel limit (Acquire/Release), and the set of resolved server
 //     addresses used as the inbound toll-fraud guard (Owns) and fed to the WAN
 //     ACL (Addrs);

@@ -97,10 +97,12 @@ var crlfPing = []byte("\r\n\r\n")
 
 // crlfLoop writes the double-CRLF ping every KeepaliveInterval on the open
 // connection to the serving target. It never opens a connection: the
-// REGISTER/OPTIONS traffic does. A failed write takes the target down.
+// REGISTER/OPTIONS traffic does. A failed write takes the target down. It
+// also watches that connection for a registering trunk (watchFlow).
 func (t *Trunk) crlfLoop(ctx context.Context) {
 	tick := time.NewTicker(t.cfg.KeepaliveInterval)
 	defer tick.Stop()
+	var last flow
 	for {
 		select {
 		case <-ctx.Done():
@@ -111,27 +113,62 @@ func (t *Trunk) crlfLoop(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		if err := t.crlf(x); err != nil && !errors.Is(err, errNoConnection) {
+		laddr, err := t.crlf(x)
+		if err != nil && !errors.Is(err, errNoConnection) {
 			t.log.Warn("crlf keepalive failed", zap.String("target", x.String()), zap.Error(err))
 			t.markDown(x, "crlf keepalive: "+err.Error())
 		}
+		t.watchFlow(&last, flow{target: x.String(), laddr: laddr})
+	}
+}
+
+// flow is esbc's end of the connection to a target ("" laddr: none open).
+type flow struct {
+	target, laddr string
+}
+
+// watchFlow asks the registration loop to register again at once when the
+// connection to the serving registrar is gone or has been replaced since
+// the last look (RFC 5626 §4.4.1 in spirit: a broken flow is re-registered
+// over a new one). A trunk that sends its calls over the connection esbc
+// opened (Skype Connect style, esbc behind NAT) cannot reach esbc between
+// the loss of that connection and the next REGISTER, which would otherwise
+// be the refresh, up to RegisterExpires away. sipgo keeps a connection open
+// while its reference count is above zero (sip.(*TCPConnection).TryClose
+// closes at exactly zero) and every pooled one holds an idle reference
+// (sip.TransportIdleConnection), so a change here means the peer or the
+// network ended the connection, not sipgo's counting.
+func (t *Trunk) watchFlow(last *flow, now flow) {
+	prev := *last
+	*last = now
+	if !t.cfg.registers() || prev.target != now.target || prev.laddr == "" || prev.laddr == now.laddr {
+		return
+	}
+	t.log.Info("connection to the registrar lost or replaced", zap.String("target", now.target),
+		zap.String("was", prev.laddr), zap.String("now", now.laddr))
+	select {
+	case t.reflow <- struct{}{}:
+	default:
 	}
 }
 
 var errNoConnection = errors.New("no open connection")
 
-func (t *Trunk) crlf(x locate.Target) error {
+// crlf pings x over the open connection to it and returns esbc's address
+// on that connection.
+func (t *Trunk) crlf(x locate.Target) (string, error) {
 	conn, err := t.deps.UA.TransportLayer().GetConnection(x.Transport, x.Addr.String())
 	if err != nil || conn == nil {
-		return errNoConnection
+		return "", errNoConnection
 	}
 	// GetConnection took a reference; give it back, or the connection's
 	// count never returns to zero and sipgo keeps it open forever.
 	defer func() { _, _ = conn.TryClose() }()
+	laddr := conn.LocalAddr().String()
 	w, ok := conn.(io.Writer)
 	if !ok {
-		return fmt.Errorf("%T: %w", conn, errNoConnection)
+		return laddr, fmt.Errorf("%T: %w", conn, errNoConnection)
 	}
 	_, err = w.Write(crlfPing)
-	return err
+	return laddr, err
 }

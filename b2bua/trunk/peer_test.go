@@ -52,6 +52,8 @@ type registrar struct {
 
 	crlf atomic.Int64 // double-CRLF pings seen on TCP connections
 
+	conns []net.Conn // TCP connections accepted, guarded by mu
+
 	closer io.Closer     // the listening socket: sipgo's UA.Close leaves it open
 	done   chan struct{} // closed when the serve goroutine returns
 
@@ -315,7 +317,38 @@ func (l *tapListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.r.mu.Lock()
+	l.r.conns = append(l.r.conns, c)
+	l.r.mu.Unlock()
 	return &tapConn{Conn: c, r: l.r}, nil
+}
+
+// accepted returns how many TCP connections the registrar accepted.
+func (r *registrar) accepted() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.conns)
+}
+
+// dropConnections closes the TCP connections the registrar accepted (a
+// restart of the server, or a NAT binding gone).
+func (r *registrar) dropConnections() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.conns {
+		_ = c.Close()
+	}
+}
+
+// registerSources returns the source address of every REGISTER received.
+func (r *registrar) registerSources() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.registers))
+	for _, req := range r.registers {
+		out = append(out, req.Source())
+	}
+	return out
 }
 
 type tapConn struct {

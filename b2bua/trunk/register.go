@@ -83,6 +83,10 @@ func (t *Trunk) regLoop(ctx context.Context) {
 	for ctx.Err() == nil {
 		target, err := t.pickRegTarget(ctx)
 		if err == nil {
+			select {
+			case <-t.reflow: // this REGISTER goes over the connection open now
+			default:
+			}
 			var res *sip.Response
 			res, err = t.register(ctx, target, t.cfg.RegisterExpires)
 			if ctx.Err() != nil {
@@ -159,6 +163,13 @@ func (t *Trunk) waitRegistered(ctx context.Context, serving locate.Target, refre
 		case <-ctx.Done():
 			return
 		case <-due.C:
+			return
+		case <-t.reflow:
+			// The registrar reaches us over the connection the REGISTER
+			// used (esbc behind NAT): that one is gone, the binding must
+			// name the new one now, not at the next refresh.
+			t.log.Info("connection to the registrar replaced: registering again over the new one",
+				zap.String("target", serving.String()))
 			return
 		case <-t.kick:
 			// Our own keepalive took a target down: look now.

@@ -61,6 +61,9 @@ type Trunk struct {
 
 	wg   sync.WaitGroup // the loops
 	kick chan struct{}  // keepalive → registration: a target went down
+	// reflow: keepalive → registration: the connection to the registrar
+	// was lost or replaced; register again now, over the new one.
+	reflow chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -90,13 +93,14 @@ func New(cfg Config, deps Deps) (*Trunk, error) {
 		deps.Health = locate.NewHealth(deps.Log, nil)
 	}
 	t := &Trunk{
-		cfg:   cfg,
-		deps:  deps,
-		log:   deps.Log.With(zap.String("trunk", cfg.Name)),
-		m:     newMetrics(deps.Reg),
-		ch:    &channels{},
-		addrs: map[netip.Addr]struct{}{},
-		kick:  make(chan struct{}, 1),
+		cfg:    cfg,
+		deps:   deps,
+		log:    deps.Log.With(zap.String("trunk", cfg.Name)),
+		m:      newMetrics(deps.Reg),
+		ch:     &channels{},
+		addrs:  map[netip.Addr]struct{}{},
+		kick:   make(chan struct{}, 1),
+		reflow: make(chan struct{}, 1),
 	}
 	t.ch.limit.Store(int64(cfg.Channels))
 	t.reg = RegState{Trunk: cfg.Name, State: StateUnregistered}

@@ -374,6 +374,38 @@ func TestCRLFKeepaliveTCP(t *testing.T) {
 	}
 }
 
+// A registering trunk whose connection to the registrar is lost registers
+// again at once, over a new connection (the registrar's binding must name
+// the connection it can reach esbc over), and not before: while the
+// connection lives, CRLF pings cause no REGISTER. The refresh (30 s here)
+// cannot be what sends the second REGISTER within waitFor's patience.
+func TestReRegisterWhenConnectionLost(t *testing.T) {
+	r := newRegistrar(t, "tcp", "127.0.0.1")
+	r.mode.Store("open")
+	e := newEnv(t, "tcp")
+	cfg := e.config("tcp", r.addr)
+	cfg.KeepaliveInterval = 20 * time.Millisecond
+	tr := e.start(t, cfg)
+	waitFor(t, "registered", registered(tr))
+	waitFor(t, "three CRLF pings at the server", func() bool { return r.crlf.Load() >= 3 })
+	if n := r.registerCount(); n != 1 {
+		t.Fatalf("%d REGISTERs over a connection that stayed up, want 1", n)
+	}
+
+	r.dropConnections()
+	waitFor(t, "a REGISTER over a new connection", func() bool { return r.registerCount() >= 2 })
+	src := r.registerSources()
+	if src[1] == src[0] {
+		t.Errorf("second REGISTER came over the lost connection (%s)", src[0])
+	}
+	if n := r.accepted(); n != 2 {
+		t.Errorf("registrar accepted %d connections, want 2", n)
+	}
+	if st := tr.Registration(); st.State != StateRegistered || st.Failures != 0 {
+		t.Errorf("registration after the new connection: %+v", st)
+	}
+}
+
 func TestChannels(t *testing.T) {
 	e := newEnv(t, "udp")
 	cfg := e.config("udp", "127.0.0.1:9")
