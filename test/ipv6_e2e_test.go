@@ -651,9 +651,12 @@ func (p *serviceProc) metricSum(t *testing.T, name string, labels ...string) flo
 }
 
 // TestIPv6WANIPv4LAN: the common dual-stack deployment, an IPv4 LAN
-// (PBX on 127.0.0.1, udp) and an IPv6 WAN (TLS trunk on ::1). An outbound
-// and an inbound call complete with media; each leg's SDP carries its own
-// side's family (IP4 toward the PBX, IP6 toward the trunk). wan.acl.allow
+// (PBX on 127.0.0.1, udp) and an IPv6 WAN (TLS trunk on ::1). The LAN
+// listener is the dual-stack wildcard [::] (IPv4 sources arrive as
+// ::ffff:a.b.c.d) with an IPv4 ACL (127.0.0.0/8 allowed, 127.0.0.2
+// denied), which must apply to them. An outbound and an inbound call
+// complete with media; each leg's SDP carries its own side's family (IP4
+// toward the PBX, IP6 toward the trunk). wan.acl.allow
 // is empty (SPEC §4: only the trunks' own server addresses), so the
 // trunk's IPv6 address from "servers: [[::1]:port]" is what admits it.
 func TestIPv6WANIPv4LAN(t *testing.T) {
@@ -674,9 +677,9 @@ func TestIPv6WANIPv4LAN(t *testing.T) {
 	roots.AddCert(ca.cert)
 	pbx := newEdgeUA(t, "pbx", "127.0.0.1", "udp", nil, nil)
 	trunk := newEdgeUA(t, "trunk", "::1", "tls", &trunkCert, roots)
-	c := string(edgeConfig("::1", dir, pbx.port, trunk.port, `"127.0.0.0/8"`, "", "", "", reloadRTPRange()))
-	for _, e := range [][2]string{ // the LAN side on IPv4
-		{`listen: ["udp://[::1]:0", "tcp://[::1]:0"]`, `listen: ["udp://127.0.0.1:0"]`},
+	c := string(edgeConfig("::1", dir, pbx.port, trunk.port, `"127.0.0.0/8"`, `"127.0.0.2/32"`, "", "", reloadRTPRange()))
+	for _, e := range [][2]string{ // the LAN side: IPv4 PBX, dual-stack listener
+		{`listen: ["udp://[::1]:0", "tcp://[::1]:0"]`, `listen: ["udp://[::]:0"]`},
 		{"advertise: \"::1\"\n  pbx: { uri: \"sip:[::1]:", "advertise: \"127.0.0.1\"\n  pbx: { uri: \"sip:127.0.0.1:"},
 	} {
 		if !strings.Contains(c, e[0]) {
@@ -706,7 +709,9 @@ func TestIPv6WANIPv4LAN(t *testing.T) {
 			t.Errorf("%s: BYE: %v", what, err)
 		}
 	}
-	out, err := pbx.call(p.addr("lan/udp"), "916502530000")
+	_, lanPort, _ := net.SplitHostPort(p.addr("lan/udp")) // [::]:port
+	lan := net.JoinHostPort("127.0.0.1", lanPort)
+	out, err := pbx.call(lan, "916502530000")
 	if err != nil {
 		t.Fatalf("outbound call (IPv4 PBX → IPv6 trunk): %v\n%s", err, failoverTail(p.logs(), 30))
 	}
@@ -718,5 +723,27 @@ func TestIPv6WANIPv4LAN(t *testing.T) {
 	check("inbound call (IPv6 trunk → IPv4 PBX)", in, "IP6", pbx, "IP4")
 	if !failoverPoll(10*time.Second, func() bool { return trunk.byes.Load() == 1 && pbx.byes.Load() == 1 }) {
 		t.Errorf("BYEs at the callees: trunk %d, PBX %d; want 1 each", trunk.byes.Load(), pbx.byes.Load())
+	}
+
+	// The IPv4 ACL on the dual-stack listener: 127.0.0.2 dropped (counted,
+	// no answer), 127.0.0.3 answered.
+	dst := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(lan))
+	before := p.metricSum(t, "esbc_acl_dropped_total", `side="lan"`)
+	denied := secUDP(t, "127.0.0.2")
+	if _, err := denied.WriteTo(secRawOptions(denied.LocalAddr().String()), dst); err != nil {
+		t.Fatal(err)
+	}
+	if !failoverPoll(10*time.Second, func() bool { return p.metricSum(t, "esbc_acl_dropped_total", `side="lan"`) > before }) {
+		t.Errorf("127.0.0.2 (denied) to the [::] listener: esbc_acl_dropped_total{side=lan} stayed %v", before)
+	}
+	secNoDatagram(t, denied)
+	allowed := secUDP(t, "127.0.0.3")
+	if _, err := allowed.WriteTo(secRawOptions(allowed.LocalAddr().String()), dst); err != nil {
+		t.Fatal(err)
+	}
+	_ = allowed.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 4096)
+	if n, _, err := allowed.ReadFrom(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200 ") {
+		t.Errorf("127.0.0.3 (allowed) to the [::] listener: %q %v", buf[:n], err)
 	}
 }
