@@ -24,6 +24,7 @@ import (
 	cryptotls "crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -120,6 +121,16 @@ func TestBaresipSRTPInterop(t *testing.T) {
 		bs.waitLog(t, "SRTP is Enabled (cryptosuite="+suite+")", mark, 10*time.Second)
 
 		baresipMediaCheck(t, c)
+		// RTCP: baresip's APP "PING" as SRTCP, decrypted by esbc. Inbound,
+		// esbc has the key when it arrives (esbc wrote the answer); outbound
+		// it races the 200 OK, so only its absence is tolerated there.
+		ping, bad := c.rtcpAtPBX()
+		if len(bad) > 0 {
+			t.Errorf("the PBX got datagrams on its RTCP port that are not plain RTCP (SRTCP not decrypted?): %v", bad)
+		}
+		if !ping && direction == "inbound" {
+			t.Error("baresip's SRTCP APP PING did not reach the PBX decrypted")
+		}
 
 		info := baresipCallInfo(t, p, direction)
 		if info.leg.Media == nil || info.leg.Media.Suite != suite {
@@ -734,6 +745,7 @@ type baresipPBX struct {
 // baresipPBXCall is one call at the PBX with its RTP socket.
 type baresipPBXCall struct {
 	media  *net.UDPConn
+	rtcp   *net.UDPConn   // media port + 1
 	remote netip.AddrPort // esbc's LAN media address
 	out    *sipgo.DialogClientSession
 	in     *sipgo.DialogServerSession
@@ -810,26 +822,27 @@ func (p *baresipPBX) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 488, "Not Acceptable Here", nil))
 		return
 	}
-	m, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	m, rtcp, err := baresipMediaSockets()
 	if err != nil {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 500, "Server Error", nil))
 		return
 	}
+	c := &baresipPBXCall{media: m, rtcp: rtcp, remote: remote, pbx: p}
 	dlg, err := p.dsc.ReadInvite(req, tx)
 	if err != nil {
-		m.Close()
+		c.close()
 		return
 	}
 	defer dlg.Close()
 	if err := dlg.RespondSDP(baresipSDP(m.LocalAddr().(*net.UDPAddr).Port)); err != nil {
-		m.Close()
+		c.close()
 		return
 	}
-	c := &baresipPBXCall{media: m, remote: remote, in: dlg, pbx: p}
+	c.in = dlg
 	select {
 	case p.inbound <- c:
 	default:
-		m.Close()
+		c.close()
 	}
 	select {
 	case <-dlg.Context().Done():
@@ -837,10 +850,60 @@ func (p *baresipPBX) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 }
 
+// baresipMediaSockets opens the PBX's RTP socket and its RTCP socket on
+// the next port (RFC 3550 11: the SDP carries no a=rtcp).
+func baresipMediaSockets() (rtpConn, rtcpConn *net.UDPConn, err error) {
+	for range 50 {
+		rtpConn, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			return nil, nil, err
+		}
+		port := rtpConn.LocalAddr().(*net.UDPAddr).Port
+		if port < 65535 {
+			rtcpConn, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port + 1})
+			if err == nil {
+				return rtpConn, rtcpConn, nil
+			}
+		}
+		rtpConn.Close()
+	}
+	return nil, nil, errors.New("no free RTP/RTCP port pair")
+}
+
+// rtcpAtPBX reads what is queued on the PBX's RTCP socket (bounded) and
+// reports whether a plain RTCP APP "PING" arrived (baresip sends one as its
+// stream starts, twice: in the clear and as SRTCP; esbc must drop the first
+// and decrypt the second) and which datagrams are not plain RTCP (SRTCP
+// passed through undecrypted would leave its index and tag after the last
+// RTCP packet).
+func (c *baresipPBXCall) rtcpAtPBX() (ping bool, bad []string) {
+	buf := make([]byte, 1500)
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		_ = c.rtcp.SetReadDeadline(deadline)
+		n, err := c.rtcp.Read(buf)
+		if err != nil {
+			break
+		}
+		pkt := buf[:n]
+		off := 0
+		for off+4 <= n && pkt[off]>>6 == 2 && pkt[off+1] >= 200 && pkt[off+1] <= 204 {
+			if pkt[off+1] == 204 && off+12 <= n && string(pkt[off+8:off+12]) == "PING" {
+				ping = true
+			}
+			off += (int(pkt[off+2])<<8 | int(pkt[off+3]) + 1) * 4
+		}
+		if off != n {
+			bad = append(bad, fmt.Sprintf("%x", pkt))
+		}
+	}
+	return ping, bad
+}
+
 // dial places a call to number through esbc and waits for the answer.
 func (p *baresipPBX) dial(t *testing.T, number string) *baresipPBXCall {
 	t.Helper()
-	m, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	m, rtcp, err := baresipMediaSockets()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -853,10 +916,12 @@ func (p *baresipPBX) dial(t *testing.T, number string) *baresipPBXCall {
 	s, err := p.dcc.Invite(ctx, uri, baresipSDP(m.LocalAddr().(*net.UDPAddr).Port), from, sip.NewHeader("Content-Type", "application/sdp"))
 	if err != nil {
 		m.Close()
+		rtcp.Close()
 		t.Fatalf("INVITE: %v", err)
 	}
 	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
 		m.Close()
+		rtcp.Close()
 		s.Close()
 		t.Errorf("call through esbc to baresip: %v", err)
 		return nil
@@ -868,7 +933,7 @@ func (p *baresipPBX) dial(t *testing.T, number string) *baresipPBXCall {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &baresipPBXCall{media: m, remote: remote, out: s, pbx: p}
+	return &baresipPBXCall{media: m, rtcp: rtcp, remote: remote, out: s, pbx: p}
 }
 
 // answered waits for the next inbound call the PBX answered.
@@ -919,6 +984,7 @@ func (c *baresipPBXCall) waitBye(t *testing.T, d time.Duration) {
 
 func (c *baresipPBXCall) close() {
 	_ = c.media.Close()
+	_ = c.rtcp.Close()
 	if c.out != nil {
 		_ = c.out.Close()
 	}
