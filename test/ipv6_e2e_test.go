@@ -445,9 +445,9 @@ type ipv6Calls struct {
 }
 
 // TestIPv6EntryPoints: esbc with its LAN (udp, tcp) and WAN (tls)
-// listeners on [::1], a PBX (udp) and a TLS trunk on ::1. An outbound call
-// completes with RTP relayed over ::1 and IPv6 SDP on both legs, and
-// shows in /api/v1/calls with IPv6 peers; the trunk's TLS OPTIONS probe
+// listeners on [::1], a PBX (udp, and one over tcp) and a TLS trunk on
+// ::1. Outbound calls complete with RTP relayed over ::1 and IPv6 SDP on
+// both legs, and show in /api/v1/calls with IPv6 peers; the trunk's TLS OPTIONS probe
 // over ::1 marks it up. (The inbound call over ::1 is not here: esbc
 // sends its INVITE toward lan.pbx.uri "sip:[::1]:port" to "[[::1]]:port"
 // and answers the trunk 503; reported to the lead.) Then the LAN and WAN
@@ -557,9 +557,19 @@ func TestIPv6EntryPoints(t *testing.T) {
 	if err := out.hangup(); err != nil {
 		t.Errorf("outbound call: BYE: %v", err)
 	}
+	// The same from a PBX over TCP on ::1 (LAN tcp listener).
+	pbxTCP := newEdgeUA(t, "pbx-tcp", "::1", "tcp", nil, nil)
+	overTCP, err := pbxTCP.call(p.addr("lan/tcp"), "916502530000")
+	if err != nil {
+		t.Fatalf("outbound call over TCP on ::1: %v\n%s", err, failoverTail(p.logs(), 30))
+	}
+	checkLeg("outbound call over TCP", overTCP, trunk)
+	if err := overTCP.hangup(); err != nil {
+		t.Errorf("outbound call over TCP: BYE: %v", err)
+	}
 
-	if !failoverPoll(10*time.Second, func() bool { return trunk.byes.Load() == 1 }) {
-		t.Errorf("BYEs at the trunk: %d; want 1", trunk.byes.Load())
+	if !failoverPoll(10*time.Second, func() bool { return trunk.byes.Load() == 2 }) {
+		t.Errorf("BYEs at the trunk: %d; want 2", trunk.byes.Load())
 	}
 
 	// ACL: deny ::1/128 on both sides (reload), then allow it again.
