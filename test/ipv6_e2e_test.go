@@ -447,13 +447,14 @@ type ipv6Calls struct {
 // TestIPv6EntryPoints: esbc with its LAN (udp, tcp) and WAN (tls)
 // listeners on [::1], a PBX (udp, and one over tcp) and a TLS trunk on
 // ::1. Outbound calls complete with RTP relayed over ::1 and IPv6 SDP on
-// both legs, and show in /api/v1/calls with IPv6 peers; the trunk's TLS OPTIONS probe
-// over ::1 marks it up. (The inbound call over ::1 is not here: esbc
-// sends its INVITE toward lan.pbx.uri "sip:[::1]:port" to "[[::1]]:port"
-// and answers the trunk 503; reported to the lead.) Then the LAN and WAN
-// ACLs are reloaded to deny ::1/128 (a datagram from ::1 gets nothing, a
-// TCP connection is closed at accept, a TLS handshake fails; all counted
-// in esbc_acl_dropped_total) and back to allow ::1/128 (admitted again).
+// both legs and show in /api/v1/calls with IPv6 peers; the trunk's TLS
+// OPTIONS probe over ::1 marks it up. (The inbound call over ::1 is not
+// here: esbc sends its INVITE for lan.pbx.uri "sip:[::1]:port" to
+// "[[::1]]:port" and answers the trunk 503; reported to the lead.) Then
+// the LAN and WAN ACLs are reloaded to deny ::1/128 (a datagram from ::1
+// gets nothing, a TCP connection is closed at accept, a TLS handshake
+// fails; all counted in esbc_acl_dropped_total) and back to allow
+// ::1/128 (admitted again).
 func TestIPv6EntryPoints(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
