@@ -100,7 +100,22 @@ func TestBaresipSRTPInterop(t *testing.T) {
 	admin, lan, wan := e2eFreePort(t), e2eFreePort(t), e2eFreePort(t)
 	rtpLo := 24000 + 2*(os.Getpid()%1500)
 	cdrPath := filepath.Join(dir, "cdr.jsonl")
+	// Trunk "itsp" (the shared TLS e2e config, 9 + number) reaches baresip
+	// through the relay; trunk "baresip" (8 + number) reaches it directly.
 	cfg := b2buaE2ETLSConfig(dir, admin, lan, wan, pbx.addr(), relay.port(), rtpLo, rtpLo+99, cdrPath, "")
+	cfg = strings.Replace(cfg, "numbering:", fmt.Sprintf(`  - name: baresip
+    domain: trunk.example.test
+    transport: tls
+    servers: ["127.0.0.1:%d"]
+    auth: { method: ip }
+    from_user: "990500000231"
+    caller_id: "+14155550100"
+    allowed_caller_ids: ["+14155550100"]
+    srtp: mandatory
+    codecs: [PCMU, PCMA, telephone-event]
+    options_interval: 1h
+numbering:`, bs.sipPort+1), 1)
+	cfg = strings.Replace(cfg, "  outbound:\n", "  outbound:\n    - { match: '^8(\\d+)$', number: '$1', trunk: baresip }\n", 1)
 	p := e2eStartESBC(t, dir, cfg, fmt.Sprintf("127.0.0.1:%d", admin))
 	pbx.esbc = sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: lan}
 	t.Cleanup(func() {
@@ -111,7 +126,7 @@ func TestBaresipSRTPInterop(t *testing.T) {
 
 	calls := 0
 	srtpDrops := 0.0 // esbc_media_dropped_total{reason="srtp"} after the previous call
-	check := func(t *testing.T, c *baresipPBXCall, mark int, suite, direction string, hangupByBaresip bool) {
+	check := func(t *testing.T, c *baresipPBXCall, mark int, suite, direction, trunk string, hangupByBaresip bool) {
 		t.Helper()
 		calls++
 		// Runs when the call is over (or the subtest failed), so that the
@@ -177,48 +192,60 @@ func TestBaresipSRTPInterop(t *testing.T) {
 			t.Errorf("baresip failed to decrypt esbc's SRTP: %s", sum)
 		}
 		cdr := baresipCDR(t, cdrPath, calls)
-		if !strings.Contains(cdr, `"disposition":"answered"`) || !strings.Contains(cdr, suite) {
-			t.Errorf("CDR of the call: %s", cdr)
+		trunkOK := strings.Contains(cdr, `"trunk":"`+trunk+`"`)
+		if trunk == "" { // inbound: both trunks' servers are 127.0.0.1
+			trunkOK = strings.Contains(cdr, `"trunk":"itsp"`) || strings.Contains(cdr, `"trunk":"baresip"`)
+		}
+		if !strings.Contains(cdr, `"disposition":"answered"`) || !strings.Contains(cdr, `"srtp_suite":"`+suite+`"`) || !trunkOK {
+			t.Errorf("CDR of the call (want answered, trunk %s, %s): %s", trunk, suite, cdr)
 		}
 	}
 
 	for _, tc := range []struct {
 		suite     string
-		filter    bool // offer only this suite to baresip (else esbc's whole offer)
+		direct    bool // trunk "baresip": esbc's whole offer, straight to baresip
 		byBaresip bool // baresip hangs up (else the PBX)
 	}{
-		{"AES_CM_128_HMAC_SHA1_80", false, false},
-		{"AES_CM_128_HMAC_SHA1_32", true, true},
-		{"AEAD_AES_128_GCM", true, false},
-		{"AEAD_AES_256_GCM", true, true},
+		{"AES_CM_128_HMAC_SHA1_80", true, false},
+		{"AES_CM_128_HMAC_SHA1_32", false, true},
+		{"AEAD_AES_128_GCM", false, false},
+		{"AEAD_AES_256_GCM", false, true},
 	} {
 		t.Run("outbound/"+tc.suite, func(t *testing.T) {
 			mark := len(bs.log())
-			only := ""
-			if tc.filter {
-				only = tc.suite
+			relayed := relay.invites()
+			prefix := "9"
+			if tc.direct {
+				prefix = "8"
+			} else {
+				relay.onlySuite(tc.suite)
+				defer relay.onlySuite("")
 			}
-			relay.onlySuite(only)
-			c := pbx.dial(t, "9"+strings.TrimPrefix(baresipTrunkUser, "+1"))
+			c := pbx.dial(t, prefix+strings.TrimPrefix(baresipTrunkUser, "+1"))
 			if c == nil {
 				return
 			}
-			inv := relay.lastInvite()
-			if tc.filter {
-				if n := strings.Count(inv, "a=crypto:"); n != 1 {
-					t.Errorf("relay left %d crypto lines:\n%s", n, inv)
+			if tc.direct {
+				if relay.invites() != relayed {
+					t.Error("the call to trunk \"baresip\" went through the relay")
 				}
-			} else {
-				for _, s := range []string{"AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM"} {
-					if !strings.Contains(inv, " "+s+" inline:") {
-						t.Errorf("esbc's offer lacks %s:\n%s", s, inv)
+				// esbc's offer as baresip received it (its SIP trace).
+				bs.waitLog(t, "a=crypto:4 ", mark, 5*time.Second)
+				for i, s := range []string{"AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM", "AEAD_AES_256_GCM"} {
+					if !strings.Contains(bs.log()[mark:], fmt.Sprintf("a=crypto:%d %s inline:", i+1, s)) {
+						t.Errorf("esbc's offer at baresip lacks a=crypto:%d %s", i+1, s)
 					}
 				}
+			} else if inv := relay.lastInvite(); strings.Count(inv, "a=crypto:") != 1 || !strings.Contains(inv, " "+tc.suite+" inline:") {
+				t.Errorf("the relay should leave exactly the %s crypto line:\n%s", tc.suite, inv)
 			}
-			check(t, c, mark, tc.suite, "outbound", tc.byBaresip)
+			trunk := "itsp"
+			if tc.direct {
+				trunk = "baresip"
+			}
+			check(t, c, mark, tc.suite, "outbound", trunk, tc.byBaresip)
 		})
 	}
-	relay.onlySuite("")
 
 	for _, byBaresip := range []bool{false, true} {
 		name := "inbound/hangup-by-pbx"
@@ -237,7 +264,7 @@ func TestBaresipSRTPInterop(t *testing.T) {
 			if !overTLS.MatchString(bs.log()[mark:]) {
 				t.Errorf("baresip's INVITE toward esbc not seen over TLS in its SIP trace:\n%s", bs.tail(80))
 			}
-			check(t, c, mark, "AES_CM_128_HMAC_SHA1_80", "inbound", byBaresip)
+			check(t, c, mark, "AES_CM_128_HMAC_SHA1_80", "inbound", "", byBaresip)
 		})
 	}
 }
@@ -584,10 +611,11 @@ type baresipRelay struct {
 	client *cryptotls.Config
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	suite  string     // "" = pass everything
-	invite string     // last INVITE toward baresip, as relayed
-	conns  []net.Conn // to close at the end
+	mu      sync.Mutex
+	suite   string     // "" = pass everything
+	invite  string     // last INVITE toward baresip, as relayed
+	nInvite int        // INVITEs relayed
+	conns   []net.Conn // to close at the end
 }
 
 func newBaresipRelay(t *testing.T, cert cryptotls.Certificate, caFile, target string) *baresipRelay {
@@ -623,6 +651,12 @@ func (r *baresipRelay) onlySuite(s string) {
 	r.mu.Lock()
 	r.suite = s
 	r.mu.Unlock()
+}
+
+func (r *baresipRelay) invites() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.nInvite
 }
 
 func (r *baresipRelay) lastInvite() string {
@@ -713,6 +747,7 @@ func (r *baresipRelay) down(in *bufio.Reader, out io.Writer) error {
 		if strings.HasPrefix(hdr, "INVITE ") {
 			r.mu.Lock()
 			r.invite = hdr + string(body)
+			r.nInvite++
 			r.mu.Unlock()
 		}
 		if _, err := io.WriteString(out, hdr); err != nil {
