@@ -190,6 +190,19 @@ func TestReloadStormInbound(t *testing.T) {
 		t.Errorf("no call lived through a configuration change: the test did not test reload under load")
 	}
 	st.check(t, inForce, okBefore, okDelta, errDelta)
+	// Every refused reload is counted once: the error counter equals the
+	// "reload failed" lines esbc logged (at error level: logged whatever
+	// log.level the storm set). Successes are exact through the generation
+	// (st.check).
+	refused := func() int {
+		return strings.Count(p.logs(), `"msg":"reload failed: the previous configuration stays in force"`)
+	}
+	if !failoverPoll(10*time.Second, func() bool {
+		return float64(refused()) == reloadMetric(t, p, `esbc_config_reload_total{result="error"}`)
+	}) {
+		t.Errorf("esbc_config_reload_total{result=\"error\"} = %v, but esbc logged %d refused reloads",
+			reloadMetric(t, p, `esbc_config_reload_total{result="error"}`), refused())
+	}
 	// Inbound routes are hot: the PBX saw only valid steps' extensions
 	// (step 0 and odd steps), and more than one of them.
 	for ext := range exts {
