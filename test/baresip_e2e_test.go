@@ -11,11 +11,19 @@ package test
 // compiled in) and, as answerer, takes the first a=crypto line it supports.
 // esbc offers AES_CM_128_HMAC_SHA1_80, _32, AEAD_AES_128_GCM and
 // AEAD_AES_256_GCM in that order, so a straight call only ever negotiates
-// _80. To drive the other suites, esbc's trunk server is a SIP-aware TLS
-// relay (baresipRelay) in front of baresip that, for one call, deletes from
-// esbc's offer every a=crypto line but the suite under test, as a trunk that
-// supports that suite alone would send it. The keys, the SRTP packets and
-// the answer are untouched: the crypto is baresip's against esbc's.
+// _80: that call goes to baresip directly (trunk "baresip"). To drive the
+// other suites, trunk "itsp" reaches baresip through a SIP-aware TLS relay
+// (baresipRelay) that, for one call, deletes from esbc's offer every
+// a=crypto line but the suite under test, as a trunk that supports that
+// suite alone would send it. The keys, the SRTP packets, the answer and the
+// in-dialog requests (sent to the Contacts, not through the relay) are
+// untouched: the crypto is baresip's against esbc's.
+//
+// Wire facts of baresip 1.0.0 the checks allow for: it starts sending media
+// as it answers, before esbc has its 200 OK (esbc drops those few packets as
+// no_peer); it sends an RTCP APP "PING" twice as its stream starts, once in
+// the clear and once as SRTCP, and its RTCP BYE+SDES ("Adjo") in the clear;
+// esbc must drop the clear ones (reason srtp) and pass the SRTCP one.
 
 import (
 	"bufio"
@@ -79,12 +87,16 @@ func baresipRequire(t *testing.T) string {
 
 // TestBaresipSRTPInterop: esbc between a PBX (sipgo, UDP, plain RTP) and
 // baresip as the trunk (SIP-TLS, SRTP/SDES mandatory, auto-answer, a 440 Hz
-// tone from ausine). Outbound calls for every suite baresip 1.0.0 has, an
-// inbound call dialled by baresip; hang-ups from both ends. Each call checks:
-// the negotiated suite on both ends, the tone arriving at the PBX as PCMU
-// with advancing sequence numbers, the PBX's tone decoded by baresip (its
-// sndfile dump), esbc's media counters (packets in on the SRTP leg, no SRTP
-// drops), both legs ended and the CDR written.
+// tone from ausine). Outbound calls for every suite baresip 1.0.0 has
+// (AES_CM_128_HMAC_SHA1_80/32, AEAD_AES_128/256_GCM), inbound calls dialled
+// by baresip; hang-ups from both ends. Each call checks: the suite both ends
+// enabled (baresip's log, esbc's /api/v1/calls, the CDR), the 440 Hz tone
+// at the PBX as 160-byte PCMU with every sequence number, the PBX's 1 kHz
+// tone decoded by baresip after SRTP (its sndfile dump), no SRTP decrypt
+// failure in baresip, esbc's counters (packets both ways on the SRTP leg, no
+// drop but baresip's clear RTCP), baresip's SRTCP reaching the PBX
+// decrypted (inbound), both legs ended (no call in /api/v1/calls) and the
+// CDR written.
 func TestBaresipSRTPInterop(t *testing.T) {
 	bin := baresipRequire(t)
 	e2eLeakCheck(t)
