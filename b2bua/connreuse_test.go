@@ -292,3 +292,92 @@ func TestTrunkKeepsOneTLSConnection(t *testing.T) {
 		return false
 	}, "esbc's connection to the trunk still open after its UserAgent closed")
 }
+
+// TestTrunkConnectionLostReRegisters: the trunk drops the TLS connection
+// esbc opened (a server restart, a NAT binding gone). esbc registers again
+// at once over a new connection (it does not wait for the refresh, 5 min
+// away here), and the trunk's next inbound call over that new connection
+// reaches the PBX.
+func TestTrunkConnectionLostReRegisters(t *testing.T) {
+	var mu sync.Mutex
+	var sources []string // source of every REGISTER with Expires > 0
+	e := newEnv(t, envOpts{setup: func(e *env) {
+		e.trk.srv.OnRegister(func(req *sip.Request, tx sip.ServerTransaction) {
+			if h := req.GetHeader("Expires"); h != nil && h.Value() != "0" {
+				mu.Lock()
+				sources = append(sources, req.Source())
+				mu.Unlock()
+			}
+			res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+			if c := req.Contact(); c != nil {
+				res.AppendHeader(sip.HeaderClone(c))
+			}
+			_ = tx.Respond(res)
+		})
+	}})
+	e.pbxUAS.setScript(answerThenHand)
+	registered := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), sources...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tr, _ := e.set.Get("itsp")
+	cfg := tr.Config()
+	cfg.Register = true
+	cfg.RegisterExpires = 600 * time.Second
+	cfg.KeepaliveInterval = 20 * time.Millisecond
+	cfg.ContactHost, cfg.ContactPort = wanIP, e.wan.port()
+	if err := e.set.Apply(ctx, []trunk.Config{cfg}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(registered()) == 1 }, "trunk not registered")
+	first := registered()[0] // esbc's end of its connection, as the trunk sees it
+
+	// The trunk closes its end of esbc's connection.
+	c, err := e.trk.ua.TransportLayer().GetConnection("tls", first)
+	if err != nil || c == nil {
+		t.Fatalf("the trunk has no connection from %s: %v", first, err)
+	}
+	_ = c.Close()
+	waitFor(t, func() bool { return len(registered()) >= 2 }, "esbc did not register again after losing its connection")
+	flow := registered()[1]
+	if flow == first {
+		t.Fatalf("the new REGISTER came over the closed connection %s", first)
+	}
+
+	// An inbound call over the new connection reaches the PBX.
+	trkUA := &sipgo.DialogUA{
+		Client: e.trk.cli,
+		ContactHDR: sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "trunk", Host: trunkIP, Port: e.trk.port(),
+			UriParams: sip.HeaderParams{{K: "transport", V: "tls"}}}},
+		RewriteContact: true,
+	}
+	req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "+14155550100", Host: wanIP, Port: e.wan.port(),
+		UriParams: sip.HeaderParams{{K: "transport", V: "tls"}}})
+	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "+442071234567", Host: "trunk.test"},
+		Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(8)}}})
+	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	req.SetBody(sdpOffer(trunkIP, 50000))
+	req.SetTransport("TLS")
+	req.SetDestination(flow)
+	s, err := trkUA.WriteInvite(ctx, req)
+	if err != nil {
+		t.Fatalf("inbound call over the new connection: %v", err)
+	}
+	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatalf("inbound call over the new connection: %v", err)
+	}
+	if err := s.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-e.pbxUAS.sessions
+	if err := s.Bye(ctx); err != nil {
+		t.Fatalf("trunk BYE: %v", err)
+	}
+	e.waitEnded(1)
+	if got := e.wan.ln.(*closingListener).acceptedFrom(trunkIP); got != 0 {
+		t.Errorf("esbc accepted %d connections from the trunk, want 0", got)
+	}
+}

@@ -102,7 +102,7 @@ var crlfPing = []byte("\r\n\r\n")
 func (t *Trunk) crlfLoop(ctx context.Context) {
 	tick := time.NewTicker(t.cfg.KeepaliveInterval)
 	defer tick.Stop()
-	var last flow
+	var kicked flow // the registered flow a new REGISTER was asked for
 	for {
 		select {
 		case <-ctx.Done():
@@ -118,34 +118,57 @@ func (t *Trunk) crlfLoop(ctx context.Context) {
 			t.log.Warn("crlf keepalive failed", zap.String("target", x.String()), zap.Error(err))
 			t.markDown(x, "crlf keepalive: "+err.Error())
 		}
-		t.watchFlow(&last, flow{target: x.String(), laddr: laddr})
+		t.watchFlow(x, laddr, &kicked)
 	}
 }
 
-// flow is esbc's end of the connection to a target ("" laddr: none open).
+// flow is esbc's end (laddr) of its connection to a target.
 type flow struct {
 	target, laddr string
 }
 
+// connFlow returns esbc's end of the open TCP/TLS connection to x ("" when
+// there is none, and for udp).
+func (t *Trunk) connFlow(x locate.Target) flow {
+	f := flow{target: x.String()}
+	if x.Transport == "udp" || t.deps.UA == nil {
+		return f
+	}
+	conn, err := t.deps.UA.TransportLayer().GetConnection(x.Transport, x.Addr.String())
+	if err != nil || conn == nil {
+		return f
+	}
+	f.laddr = conn.LocalAddr().String()
+	_, _ = conn.TryClose() // GetConnection took a reference
+	return f
+}
+
 // watchFlow asks the registration loop to register again at once when the
-// connection to the serving registrar is gone or has been replaced since
-// the last look (RFC 5626 §4.4.1 in spirit: a broken flow is re-registered
-// over a new one). A trunk that sends its calls over the connection esbc
-// opened (Skype Connect style, esbc behind NAT) cannot reach esbc between
-// the loss of that connection and the next REGISTER, which would otherwise
-// be the refresh, up to RegisterExpires away. sipgo keeps a connection open
-// while its reference count is above zero (sip.(*TCPConnection).TryClose
-// closes at exactly zero) and every pooled one holds an idle reference
-// (sip.TransportIdleConnection), so a change here means the peer or the
-// network ended the connection, not sipgo's counting.
-func (t *Trunk) watchFlow(last *flow, now flow) {
-	prev := *last
-	*last = now
-	if !t.cfg.registers() || prev.target != now.target || prev.laddr == "" || prev.laddr == now.laddr {
+// connection the last REGISTER to the serving registrar went over is gone
+// or has been replaced (RFC 5626 §4.4.1 in spirit: a broken flow is
+// registered again over a new one). A trunk that sends its calls over the
+// connection esbc opened (Skype Connect style, esbc behind NAT) cannot
+// reach esbc between the loss of that connection and the next REGISTER,
+// which would otherwise be the refresh, up to RegisterExpires away. sipgo
+// keeps a connection open while its reference count is above zero
+// (sip.(*TCPConnection).TryClose closes at exactly zero) and every pooled
+// one holds an idle reference (sip.TransportIdleConnection), so a change
+// here means the peer or the network ended the connection, not sipgo's
+// counting. laddr is esbc's end of the connection open to x now ("" none);
+// kicked remembers the registered flow already reported.
+func (t *Trunk) watchFlow(x locate.Target, laddr string, kicked *flow) {
+	if !t.cfg.registers() {
 		return
 	}
-	t.log.Info("connection to the registrar lost or replaced", zap.String("target", now.target),
-		zap.String("was", prev.laddr), zap.String("now", now.laddr))
+	t.mu.Lock()
+	reg := t.regFlow
+	t.mu.Unlock()
+	if reg.laddr == "" || reg.target != x.String() || reg.laddr == laddr || *kicked == reg {
+		return
+	}
+	*kicked = reg
+	t.log.Info("connection to the registrar lost or replaced", zap.String("target", reg.target),
+		zap.String("registered_over", reg.laddr), zap.String("now", laddr))
 	select {
 	case t.reflow <- struct{}{}:
 	default:

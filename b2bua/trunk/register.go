@@ -282,10 +282,12 @@ func (t *Trunk) registered(ctx context.Context, target locate.Target, res *sip.R
 	}
 	refresh = max(refresh, time.Second)
 
+	f := t.connFlow(target) // the connection the REGISTER went over (watchFlow)
 	t.mu.Lock()
 	prev, hadPrev := t.serving, t.haveServing
 	wasNAT := t.reg.NAT
 	t.serving, t.haveServing = target, true
+	t.regFlow = f
 	now := time.Now()
 	t.reg = RegState{
 		Trunk: t.cfg.Name, State: StateRegistered, Target: target.String(),

@@ -53,6 +53,7 @@ type Trunk struct {
 	addrs       map[netip.Addr]struct{} // guarded by mu: addresses of the last lookup
 	serving     locate.Target           // guarded by mu: target of registration / keepalive
 	haveServing bool                    // guarded by mu
+	regFlow     flow                    // guarded by mu: connection of the last successful REGISTER
 	reg         RegState                // guarded by mu
 	sess        regSession              // guarded by mu
 	started     bool                    // guarded by mu
