@@ -70,10 +70,15 @@
 // A's peer does not support timers and Config.SessionExpires is set, esbc
 // runs the timer on leg B itself: it offers session_expires/min_se, retries
 // once after a 422 with the Min-SE asked, refreshes with UPDATE at half the
-// interval when it is the refresher (408/481/no answer ends the call),
+// interval when it is the refresher (re-INVITE with esbc's last SDP for
+// that leg, unchanged, when the peer's Allow lacks UPDATE or it answered
+// 501/405; 408/481/no answer ends the call),
 // answers the peer's body-less UPDATE refreshes, and never shows leg A a
 // timer it did not ask for. An interval below min_se from a peer that
-// supports timers gets 422 with Min-SE.
+// supports timers gets 422 with Min-SE. On every leg whose peer is the
+// refresher a watchdog ends the call (BYE on both legs, reason "session
+// expired") when no 2xx-answered refresh arrives before interval −
+// min(32 s, interval/3).
 //
 // In-dialog ordering (order.go): sipgo hands every message to a goroutine
 // of its own; requests from each leg's peer are relayed in CSeq order, and
@@ -107,6 +112,6 @@
 // §22 digest through b2bua/trunk), RFC 3264 (through media), RFC 3325/3323
 // (through b2bua/header), RFC 6026 (2xx/ACK handling), RFC 4028 (§7.4 422
 // retry, §9 422 with Min-SE, §10 refresh at half the interval and ending
-// on 408/481; no expiry watchdog when the peer is the refresher: media
-// inactivity ends a dead call).
+// on 408/481, §10 expiry watchdog when the peer refreshes, §9 Table 2
+// refresher choice when answering refreshes).
 package b2bua
