@@ -21,6 +21,9 @@ type CallSnapshot struct {
 	Answer    time.Time
 	A, B      LegSnapshot
 	Media     *media.SessionState // nil without a media engine
+	// Timers is the RFC 4028 state of leg A (0) and leg B (1): interval,
+	// refresher, expiry, refresh method and the SDP a refresh re-sends.
+	Timers [2]LegTimer
 }
 
 // LegSnapshot is one leg of a CallSnapshot.
@@ -46,6 +49,10 @@ func (b *B2BUA) Snapshot() []CallSnapshot {
 			ID: c.ID, Direction: c.Direction, Trunk: c.Trunk, From: c.From, To: c.To,
 			State: c.state.String(), Start: c.Start, Answer: c.Answer,
 			A: legSnapshot(c.A), B: legSnapshot(c.B),
+			Timers: c.st.Legs,
+		}
+		for i := range cs.Timers {
+			cs.Timers[i].SDP = append([]byte(nil), cs.Timers[i].SDP...)
 		}
 		ms := c.media
 		c.mu.Unlock()

@@ -288,6 +288,11 @@ func TestSessionRefreshByReinvite(t *testing.T) {
 	if len(before) != 1 || len(after) != 1 || before[0].Media == nil || after[0].Media == nil {
 		t.Fatalf("snapshots: %+v / %+v", before, after)
 	}
+	// The timer state is in the snapshot (HA): leg B's interval, esbc the
+	// refresher by re-INVITE, and the SDP that re-INVITE re-sends.
+	if lt := after[0].Timers[1]; lt.Interval != 2 || lt.PeerRefreshes || !lt.NoUpdate || len(lt.SDP) == 0 {
+		t.Errorf("leg B timer in the snapshot: %+v", lt)
+	}
 	mb, ma := before[0].Media, after[0].Media
 	if mb.ID != ma.ID || mb.Offerer != ma.Offerer {
 		t.Errorf("media session changed: %+v -> %+v", mb, ma)
