@@ -59,7 +59,12 @@ const (
 	baresipDID       = "+14155550100" // the number baresip dials toward esbc
 )
 
-var baresipModules = []string{"g711", "ausine", "aubridge", "sndfile", "srtp", "ctrl_tcp", "rtcpsummary", "account", "menu"}
+// The modules the test loads (config "module") and the application
+// modules ("module_app": accounts file, and the dial/hangup commands).
+var (
+	baresipModules = []string{"g711", "ausine", "aubridge", "sndfile", "srtp", "ctrl_tcp", "rtcpsummary"}
+	baresipApps    = []string{"account", "menu"}
+)
 
 // baresipRequire returns baresip's path; when baresip or one of the modules
 // the test loads is missing it skips, or fails under ESBC_REQUIRE_TOOLS=1,
@@ -77,7 +82,7 @@ func baresipRequire(t *testing.T) string {
 		missing("baresip")
 	}
 	bin := e2eRequireTool(t, "baresip") // -short handling
-	for _, m := range baresipModules {
+	for _, m := range append(baresipModules, baresipApps...) {
 		if _, err := os.Stat(filepath.Join(baresipModuleDir, m+".so")); err != nil {
 			missing("baresip module " + m + ".so")
 		}
@@ -346,8 +351,11 @@ func startBaresip(t *testing.T, bin, dir string) *baresipProc {
 	// baresip closes a call's sockets before the next call takes them again.
 	rtpLo := e2eFreeMediaPort(t)
 	var mods strings.Builder
-	for _, m := range baresipModules[:len(baresipModules)-2] {
+	for _, m := range baresipModules {
 		fmt.Fprintf(&mods, "module\t\t%s.so\n", m)
+	}
+	for _, m := range baresipApps {
+		fmt.Fprintf(&mods, "module_app\t\t%s.so\n", m)
 	}
 	// net_interface takes an address: libre skips loopback interfaces when
 	// it looks one up by name ("lo" fails with "could not get network address").
@@ -365,9 +373,7 @@ rtp_ports		%d-%d
 rtcp_mux		no
 jitter_buffer_delay	1-5
 module_path		%s
-%smodule_app		account.so
-module_app		menu.so
-ctrl_tcp_listen		127.0.0.1:%d
+%sctrl_tcp_listen		127.0.0.1:%d
 snd_path		%s
 `, b.sipPort, pem, filepath.Join(dir, "ca.pem"), rtpLo, rtpLo+1, baresipModuleDir, mods.String(), ctrlPort, filepath.Join(b.dir, "snd"))
 	acc := fmt.Sprintf("<sip:%s@127.0.0.1:%d;transport=tls>;regint=0;answermode=auto;mediaenc=srtp-mand;audio_codecs=PCMU;ptime=20\n",
