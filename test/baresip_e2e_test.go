@@ -78,10 +78,7 @@ func baresipRequire(t *testing.T) string {
 		}
 		t.Skip(msg)
 	}
-	if _, err := exec.LookPath("baresip"); err != nil && !testing.Short() {
-		missing("baresip")
-	}
-	bin := e2eRequireTool(t, "baresip") // -short handling
+	bin := e2eRequireTool(t, "baresip")
 	for _, m := range append(baresipModules, baresipApps...) {
 		if _, err := os.Stat(filepath.Join(baresipModuleDir, m+".so")); err != nil {
 			missing("baresip module " + m + ".so")

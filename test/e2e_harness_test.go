@@ -71,6 +71,10 @@ func e2eAptPackage(tool string) string {
 		return "sip-tester"
 	case "stunnel", "stunnel4":
 		return "stunnel4"
+	case "dnsmasq":
+		return "dnsmasq-base"
+	case "baresip":
+		return "baresip-core"
 	}
 	return tool
 }
