@@ -127,22 +127,6 @@ type flow struct {
 	target, laddr string
 }
 
-// connFlow returns esbc's end of the open TCP/TLS connection to x ("" when
-// there is none, and for udp).
-func (t *Trunk) connFlow(x locate.Target) flow {
-	f := flow{target: x.String()}
-	if x.Transport == "udp" || t.deps.UA == nil {
-		return f
-	}
-	conn, err := t.deps.UA.TransportLayer().GetConnection(x.Transport, x.Addr.String())
-	if err != nil || conn == nil {
-		return f
-	}
-	f.laddr = conn.LocalAddr().String()
-	_, _ = conn.TryClose() // GetConnection took a reference
-	return f
-}
-
 // watchFlow asks the registration loop to register again at once when the
 // connection the last REGISTER to the serving registrar went over is gone
 // or has been replaced (RFC 5626 §4.4.1 in spirit: a broken flow is

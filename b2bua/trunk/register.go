@@ -88,14 +88,15 @@ func (t *Trunk) regLoop(ctx context.Context) {
 			default:
 			}
 			var res *sip.Response
-			res, err = t.register(ctx, target, t.cfg.RegisterExpires)
+			var over flow
+			res, over, err = t.register(ctx, target, t.cfg.RegisterExpires)
 			if ctx.Err() != nil {
 				return
 			}
 			if err == nil {
 				backoff = t.cfg.RetryMin
 				clear(failedRound)
-				refresh := t.registered(ctx, target, res)
+				refresh := t.registered(ctx, target, res, over)
 				t.waitRegistered(ctx, target, refresh)
 				continue
 			}
@@ -189,8 +190,9 @@ func (t *Trunk) waitRegistered(ctx context.Context, serving locate.Target, refre
 }
 
 // register sends one REGISTER (Expires = expires) to target, answering up
-// to two challenges and one 423, and returns the final 2xx.
-func (t *Trunk) register(ctx context.Context, target locate.Target, expires time.Duration) (*sip.Response, error) {
+// to two challenges and one 423, and returns the final 2xx and the
+// connection it went over.
+func (t *Trunk) register(ctx context.Context, target locate.Target, expires time.Duration) (*sip.Response, flow, error) {
 	// A refresh of a live binding stays "registered" in the admin API and
 	// the metric; only a first or failed-over registration is "registering".
 	t.mu.Lock()
@@ -213,17 +215,17 @@ func (t *Trunk) register(ctx context.Context, target locate.Target, expires time
 			// on every refresh when the registrar accepts it.
 			_ = t.Authorize(req, chal)
 		}
-		res, err := t.send(ctx, req, target)
+		res, laddr, err := t.sendOver(ctx, req, target)
 		if err != nil {
-			return nil, fmt.Errorf("register %s: %w", target, err)
+			return nil, flow{}, fmt.Errorf("register %s: %w", target, err)
 		}
 		switch {
 		case res.IsSuccess():
-			return res, nil
+			return res, flow{target: target.String(), laddr: laddr}, nil
 		case res.StatusCode == sip.StatusUnauthorized || res.StatusCode == sip.StatusProxyAuthRequired:
 			challenges++
 			if (fresh && !isStale(res)) || challenges > 3 {
-				return nil, fmt.Errorf("register %s: %d: %w", target, res.StatusCode, ErrAuth)
+				return nil, flow{}, fmt.Errorf("register %s: %d: %w", target, res.StatusCode, ErrAuth)
 			}
 			fresh = true
 			t.mu.Lock()
@@ -237,11 +239,11 @@ func (t *Trunk) register(ctx context.Context, target locate.Target, expires time
 				d, ok = parseSeconds(strings.TrimSpace(h.Value()))
 			}
 			if !ok || d <= expires {
-				return nil, fmt.Errorf("register %s: %w", target, &errStatus{res.StatusCode, res.Reason})
+				return nil, flow{}, fmt.Errorf("register %s: %w", target, &errStatus{res.StatusCode, res.Reason})
 			}
 			expires = d
 		default:
-			return nil, fmt.Errorf("register %s: %w", target, &errStatus{res.StatusCode, res.Reason})
+			return nil, flow{}, fmt.Errorf("register %s: %w", target, &errStatus{res.StatusCode, res.Reason})
 		}
 	}
 }
@@ -273,7 +275,7 @@ func (t *Trunk) newRegister(expires time.Duration) (*sip.Request, *sip.Response)
 
 // registered records a successful registration at target and returns when
 // to refresh it.
-func (t *Trunk) registered(ctx context.Context, target locate.Target, res *sip.Response) time.Duration {
+func (t *Trunk) registered(ctx context.Context, target locate.Target, res *sip.Response, over flow) time.Duration {
 	granted := t.grantedExpires(res)
 	refresh := granted - min(granted/2, 30*time.Second)
 	nat, public := t.detectNAT(res)
@@ -282,12 +284,11 @@ func (t *Trunk) registered(ctx context.Context, target locate.Target, res *sip.R
 	}
 	refresh = max(refresh, time.Second)
 
-	f := t.connFlow(target) // the connection the REGISTER went over (watchFlow)
 	t.mu.Lock()
 	prev, hadPrev := t.serving, t.haveServing
 	wasNAT := t.reg.NAT
 	t.serving, t.haveServing = target, true
-	t.regFlow = f
+	t.regFlow = over // the connection the REGISTER went over (watchFlow)
 	now := time.Now()
 	t.reg = RegState{
 		Trunk: t.cfg.Name, State: StateRegistered, Target: target.String(),

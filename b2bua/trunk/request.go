@@ -34,6 +34,13 @@ const provisionalWait = 32 * time.Second
 // final response. No first answer within FailoverTimeout, a transport error
 // or a 5xx answer are returned as *targetError.
 func (t *Trunk) send(ctx context.Context, req *sip.Request, target locate.Target) (*sip.Response, error) {
+	res, _, err := t.sendOver(ctx, req, target)
+	return res, err
+}
+
+// sendOver is send that also returns esbc's end of the TCP/TLS connection
+// the request went over ("" for udp, or when it was not sent).
+func (t *Trunk) sendOver(ctx context.Context, req *sip.Request, target locate.Target) (*sip.Response, string, error) {
 	req.SetDestination(target.Addr.String())
 	req.SetTransport(sip.NetworkToUpper(target.Transport))
 	cli := t.deps.Client
@@ -43,11 +50,17 @@ func (t *Trunk) send(ctx context.Context, req *sip.Request, target locate.Target
 	tx, err := cli.TransactionRequest(ctx, req, sipgo.ClientRequestBuild, addRport)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, "", ctx.Err()
 		}
-		return nil, &targetError{"transport", err}
+		return nil, "", &targetError{"transport", err}
 	}
 	defer tx.Terminate()
+	laddr := ""
+	if c, ok := tx.(interface{ Connection() sip.Connection }); ok && target.Transport != "udp" {
+		if conn := c.Connection(); conn != nil {
+			laddr = conn.LocalAddr().String()
+		}
+	}
 	timer := time.NewTimer(t.cfg.FailoverTimeout)
 	defer timer.Stop()
 	for {
@@ -58,22 +71,22 @@ func (t *Trunk) send(ctx context.Context, req *sip.Request, target locate.Target
 				continue
 			}
 			if res.StatusCode >= 500 && res.StatusCode < 600 {
-				return res, &targetError{"status", fmt.Errorf("%d %s", res.StatusCode, res.Reason)}
+				return res, laddr, &targetError{"status", fmt.Errorf("%d %s", res.StatusCode, res.Reason)}
 			}
-			return res, nil
+			return res, laddr, nil
 		case <-tx.Done():
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return nil, laddr, ctx.Err()
 			}
 			err := tx.Err()
 			if err == nil {
 				err = errNoAnswer
 			}
-			return nil, &targetError{"transport", err}
+			return nil, laddr, &targetError{"transport", err}
 		case <-timer.C:
-			return nil, &targetError{"timeout", fmt.Errorf("%w within %s", errNoAnswer, t.cfg.FailoverTimeout)}
+			return nil, laddr, &targetError{"timeout", fmt.Errorf("%w within %s", errNoAnswer, t.cfg.FailoverTimeout)}
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, laddr, ctx.Err()
 		}
 	}
 }
