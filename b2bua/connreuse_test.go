@@ -332,7 +332,10 @@ func TestTrunkConnectionLostReRegisters(t *testing.T) {
 	if err := e.set.Apply(ctx, []trunk.Config{cfg}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return len(registered()) == 1 }, "trunk not registered")
+	waitFor(t, func() bool {
+		tr, _ := e.set.Get("itsp")
+		return len(registered()) == 1 && tr.Registration().State == trunk.StateRegistered
+	}, "trunk not registered")
 	first := registered()[0] // esbc's end of its connection, as the trunk sees it
 
 	// The trunk closes its end of esbc's connection.
