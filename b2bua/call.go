@@ -340,7 +340,7 @@ func (b *B2BUA) newCall(s *side, req *sip.Request, tx sip.ServerTransaction) (*C
 				port = 5061
 			}
 		}
-		bl.Dialog.Destination = net.JoinHostPort(pbx.Host, strconv.Itoa(port))
+		bl.Dialog.Destination = net.JoinHostPort(strings.Trim(pbx.Host, "[]"), strconv.Itoa(port))
 		caller := b.inboundCaller(c, req)
 		c.From = caller
 		bl.Dialog.LocalURI = sip.Uri{Scheme: "sip", User: caller, Host: cfg.LAN.Advertise}
@@ -1075,6 +1075,9 @@ func (b *B2BUA) writeAckB(c *Call) {
 			}
 			ack.AppendHeader(sip.NewHeader("Content-Type", ctype))
 			ack.SetBody(body)
+			c.mu.Lock()
+			noteSDP(c, 1, body, ctype) // a session refresh by re-INVITE re-sends it
+			c.mu.Unlock()
 		}
 	}
 	cli := c.B.client()

@@ -579,3 +579,83 @@ func TestRefreshFromPeerWithoutTimerSupport(t *testing.T) {
 		t.Errorf("call ended with %q", ci.Reason)
 	}
 }
+
+// TestLateOfferSessionRefreshByReinvite: a delayed-offer call (the PBX's
+// INVITE has no SDP; esbc's answer toward the trunk travels in its ACK)
+// toward a trunk that makes esbc the refresher and takes no UPDATE: the
+// refresh re-INVITEs carry the SDP of esbc's ACK, unchanged.
+func TestLateOfferSessionRefreshByReinvite(t *testing.T) {
+	e := withMedia(t, envOpts{})
+	cfg := *e.b.Config()
+	cfg.SessionExpires, cfg.MinSE = 2*time.Second, time.Second
+	if err := e.b.SetConfig(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	trk := newSRTPPeer(t, trunkIP)
+	e.trkUAS.echoTimer.Store(true)
+	e.trkUAS.setScript(func(u *uas, req *sip.Request, tx sip.ServerTransaction) {
+		sess, err := u.dsc.ReadInvite(req, tx)
+		if err != nil {
+			return
+		}
+		_ = sess.Respond(200, "OK", trk.sdp("1"), sip.NewHeader("Content-Type", "application/sdp"),
+			sip.NewHeader("Session-Expires", "2;refresher=uac"), sip.NewHeader("Require", "timer"),
+			sip.NewHeader("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS"))
+		u.sessions <- sess
+	})
+	pbxRTP, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(pbxIP)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pbxRTP.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	uri := sip.Uri{Scheme: "sip", User: "94155550123", Host: lanIP, Port: e.lan.port()}
+	s, err := e.pbxUAC.dcc.Invite(ctx, uri, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ack := sip.NewRequest(sip.ACK, s.InviteResponse.Contact().Address)
+	ack.Laddr = s.InviteRequest.Laddr
+	ack.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	ack.SetBody(sdpOffer(pbxIP, pbxRTP.LocalAddr().(*net.UDPAddr).Port))
+	if err := s.WriteAck(ctx, ack); err != nil {
+		t.Fatal(err)
+	}
+	var trunkAck *sip.Request
+	waitFor(t, func() bool {
+		for _, r := range e.trkUAS.requests(sip.ACK) {
+			if len(r.Body()) > 0 {
+				trunkAck = r
+				return true
+			}
+		}
+		return false
+	}, "no ACK with SDP at the trunk")
+	if trk.answer(t, trunkAck.Body()) == nil {
+		t.Fatalf("ACK toward the trunk carries no SDES answer:\n%s", trunkAck.Body())
+	}
+	waitFor(t, func() bool { return len(e.trkUAS.requests(sip.INVITE)) >= 2 }, "no re-INVITE refreshes toward the trunk")
+	for _, r := range e.trkUAS.requests(sip.INVITE) {
+		if !bytes.Equal(r.Body(), trunkAck.Body()) {
+			t.Errorf("refresh re-INVITE SDP differs from esbc's answer in its ACK:\n%s\nwant:\n%s", r.Body(), trunkAck.Body())
+		}
+		if se := headerValue(r, "Session-Expires"); se != "2;refresher=uac" {
+			t.Errorf("refresh re-INVITE Session-Expires %q", se)
+		}
+	}
+	if n := len(e.trkUAS.requests(sip.UPDATE)); n != 0 {
+		t.Errorf("%d UPDATEs toward a trunk whose Allow lacks UPDATE", n)
+	}
+	exchange(t, pbxRTP, sdpAddr(t, s.InviteResponse.Body()), trk, sdpAddr(t, trunkAck.Body()))
+	if e.b.ActiveCalls() != 1 {
+		t.Fatal("call not up after the refreshes")
+	}
+	if err := hangUp(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEnded(1)
+}

@@ -448,9 +448,8 @@ type ipv6Calls struct {
 // listeners on [::1], a PBX (udp, and one over tcp) and a TLS trunk on
 // ::1. Outbound calls complete with RTP relayed over ::1 and IPv6 SDP on
 // both legs and show in /api/v1/calls with IPv6 peers; the trunk's TLS
-// OPTIONS probe over ::1 marks it up. (The inbound call over ::1 is not
-// here: esbc sends its INVITE for lan.pbx.uri "sip:[::1]:port" to
-// "[[::1]]:port" and answers the trunk 503; reported to the lead.) Then
+// OPTIONS probe over ::1 marks it up; an inbound call from the trunk
+// reaches the PBX at lan.pbx.uri "sip:[::1]:port" the same way. Then
 // the LAN and WAN ACLs are reloaded to deny ::1/128 (a datagram from ::1
 // gets nothing, a TCP connection is closed at accept, a TLS handshake
 // fails; all counted in esbc_acl_dropped_total) and back to allow
@@ -569,6 +568,22 @@ func TestIPv6EntryPoints(t *testing.T) {
 		t.Errorf("outbound call over TCP: BYE: %v", err)
 	}
 
+	// Inbound: trunk (tls ::1, from an ephemeral port) → esbc WAN → PBX.
+	in, err := trunk.call(p.addr("wan/tls"), "+14155550100")
+	if err != nil {
+		t.Fatalf("inbound call over ::1: %v\n%s", err, failoverTail(p.logs(), 30))
+	}
+	checkLeg("inbound call", in, pbx)
+	if u := pbx.lastInvite().Recipient.User; u != "100" {
+		t.Errorf("inbound call: Request-URI user at the PBX %q, want extension 100", u)
+	}
+	showsCall("inbound call", "inbound")
+	if err := in.hangup(); err != nil {
+		t.Errorf("inbound call: BYE: %v", err)
+	}
+	if !failoverPoll(10*time.Second, func() bool { return pbx.byes.Load() == 1 }) {
+		t.Errorf("BYEs at the PBX: %d; want 1", pbx.byes.Load())
+	}
 	if !failoverPoll(10*time.Second, func() bool { return trunk.byes.Load() == 2 }) {
 		t.Errorf("BYEs at the trunk: %d; want 2", trunk.byes.Load())
 	}
