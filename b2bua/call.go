@@ -1080,7 +1080,15 @@ func (b *B2BUA) writeAckB(c *Call) {
 			c.mu.Unlock()
 		}
 	}
-	cli := c.B.client()
+	b.sendAck(c, c.B, ack, tx, "ACK to leg B failed")
+}
+
+// sendAck sends the ACK of a 2xx to an INVITE of esbc's on leg l, and the
+// same ACK again for each retransmission of that 2xx (the peer's answer
+// to a lost ACK; RFC 3261 §13.2.2.4). failed is the log message if the
+// first one cannot be written.
+func (b *B2BUA) sendAck(c *Call, l *Leg, ack *sip.Request, tx sip.ClientTransaction, failed string) {
+	cli := l.client()
 	tmpl := ack.Clone()
 	if tx != nil {
 		tx.OnRetransmission(func(r *sip.Response) {
@@ -1090,7 +1098,7 @@ func (b *B2BUA) writeAckB(c *Call) {
 		})
 	}
 	if err := cli.WriteRequest(ack, b.build); err != nil {
-		b.log.Info("ACK to leg B failed", zap.String("call", c.ID), zap.Error(err))
+		b.log.Info(failed, zap.String("call", c.ID), zap.Error(err))
 	}
 }
 

@@ -215,19 +215,7 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 		// The CSeq the 2xx answers (a digest retry in doTx took a new one).
 		ack := peer.Dialog.newRequest(sip.ACK, out.CSeq().SeqNo)
 		c.mu.Unlock()
-		cli := peer.client()
-		tmpl := ack.Clone()
-		if otx != nil {
-			// A lost ACK: the peer retransmits its 2xx; answer each again.
-			otx.OnRetransmission(func(r *sip.Response) {
-				if r.IsSuccess() {
-					_ = cli.WriteRequest(tmpl.Clone(), b.build)
-				}
-			})
-		}
-		if err := cli.WriteRequest(ack, b.build); err != nil {
-			b.log.Info("ACK of re-INVITE failed", zap.String("call", c.ID), zap.Error(err))
-		}
+		b.sendAck(c, peer, ack, otx, "ACK of re-INVITE failed")
 	}
 	code := res.StatusCode
 	if code == 401 || code == 407 {

@@ -313,13 +313,40 @@ func TestLateOffer(t *testing.T) {
 		u.sessions <- sess
 		_ = sess.Respond(200, "OK", trk.sdp("1"), sip.NewHeader("Content-Type", "application/sdp"))
 	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lc := placeLateOfferCall(t, ctx, e, trk)
+	if strings.Contains(string(lc.offer), "crypto") || !strings.Contains(string(lc.offer), "RTP/AVP") {
+		t.Fatalf("offer toward the PBX:\n%s", lc.offer)
+	}
+	lc.exchange(t, trk)
+	if err := hangUp(ctx, lc.s); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEnded(1)
+}
+
+// lateOfferCall is a delayed-offer call from the PBX, answered: the PBX's
+// session, its RTP socket, esbc's offer to it and esbc's ACK to the trunk
+// (with its SDES answer).
+type lateOfferCall struct {
+	s        *sipgo.DialogClientSession
+	pbxRTP   *net.UDPConn
+	offer    []byte
+	trunkAck *sip.Request
+}
+
+// placeLateOfferCall places a call from the PBX with no SDP in its INVITE
+// (the trunk's script must answer with an offer from trk), answers esbc's
+// offer in the PBX's ACK and waits for esbc's ACK with SDP at the trunk,
+// whose SDES answer it hands to trk.
+func placeLateOfferCall(t *testing.T, ctx context.Context, e *env, trk *srtpPeer) *lateOfferCall {
+	t.Helper()
 	pbxRTP, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(pbxIP)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pbxRTP.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	t.Cleanup(func() { pbxRTP.Close() })
 	uri := sip.Uri{Scheme: "sip", User: "94155550123", Host: lanIP, Port: e.lan.port()}
 	s, err := e.pbxUAC.dcc.Invite(ctx, uri, nil)
 	if err != nil {
@@ -327,10 +354,6 @@ func TestLateOffer(t *testing.T) {
 	}
 	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
 		t.Fatal(err)
-	}
-	offer := s.InviteResponse.Body()
-	if strings.Contains(string(offer), "crypto") || !strings.Contains(string(offer), "RTP/AVP") {
-		t.Fatalf("offer toward the PBX:\n%s", offer)
 	}
 	ack := sip.NewRequest(sip.ACK, s.InviteResponse.Contact().Address)
 	ack.Laddr = s.InviteRequest.Laddr
@@ -342,16 +365,21 @@ func TestLateOffer(t *testing.T) {
 	var trunkAck *sip.Request
 	waitFor(t, func() bool {
 		for _, r := range e.trkUAS.requests(sip.ACK) {
-			trunkAck = r
+			if len(r.Body()) > 0 {
+				trunkAck = r
+				return true
+			}
 		}
-		return trunkAck != nil
-	}, "no ACK at the trunk")
+		return false
+	}, "no ACK with SDP at the trunk")
 	if trk.answer(t, trunkAck.Body()) == nil {
 		t.Fatalf("ACK toward the trunk carries no SDES answer:\n%s", trunkAck.Body())
 	}
-	exchange(t, pbxRTP, sdpAddr(t, offer), trk, sdpAddr(t, trunkAck.Body()))
-	if err := hangUp(ctx, s); err != nil {
-		t.Fatal(err)
-	}
-	e.waitEnded(1)
+	return &lateOfferCall{s: s, pbxRTP: pbxRTP, offer: s.InviteResponse.Body(), trunkAck: trunkAck}
+}
+
+// exchange checks media both ways through the call.
+func (lc *lateOfferCall) exchange(t *testing.T, trk *srtpPeer) {
+	t.Helper()
+	exchange(t, lc.pbxRTP, sdpAddr(t, lc.offer), trk, sdpAddr(t, lc.trunkAck.Body()))
 }

@@ -513,18 +513,7 @@ func (b *B2BUA) ackRefresh(c *Call, req *sip.Request, res *sip.Response, tx sip.
 	ack := c.B.Dialog.newRequest(sip.ACK, req.CSeq().SeqNo) // after a digest retry too
 	c.mu.Unlock()
 	b.decorate(ack)
-	cli := c.B.client()
-	tmpl := ack.Clone()
-	if tx != nil {
-		tx.OnRetransmission(func(r *sip.Response) {
-			if r.IsSuccess() {
-				_ = cli.WriteRequest(tmpl.Clone(), b.build)
-			}
-		})
-	}
-	if err := cli.WriteRequest(ack, b.build); err != nil {
-		b.log.Info("ACK of a refresh re-INVITE failed", zap.String("call", c.ID), zap.Error(err))
-	}
+	b.sendAck(c, c.B, ack, tx, "ACK of a refresh re-INVITE failed")
 }
 
 // answerRefresh answers, on leg B, a body-less UPDATE that only refreshes

@@ -603,41 +603,10 @@ func TestLateOfferSessionRefreshByReinvite(t *testing.T) {
 			sip.NewHeader("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS"))
 		u.sessions <- sess
 	})
-	pbxRTP, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(pbxIP)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pbxRTP.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	uri := sip.Uri{Scheme: "sip", User: "94155550123", Host: lanIP, Port: e.lan.port()}
-	s, err := e.pbxUAC.dcc.Invite(ctx, uri, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	ack := sip.NewRequest(sip.ACK, s.InviteResponse.Contact().Address)
-	ack.Laddr = s.InviteRequest.Laddr
-	ack.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	ack.SetBody(sdpOffer(pbxIP, pbxRTP.LocalAddr().(*net.UDPAddr).Port))
-	if err := s.WriteAck(ctx, ack); err != nil {
-		t.Fatal(err)
-	}
-	var trunkAck *sip.Request
-	waitFor(t, func() bool {
-		for _, r := range e.trkUAS.requests(sip.ACK) {
-			if len(r.Body()) > 0 {
-				trunkAck = r
-				return true
-			}
-		}
-		return false
-	}, "no ACK with SDP at the trunk")
-	if trk.answer(t, trunkAck.Body()) == nil {
-		t.Fatalf("ACK toward the trunk carries no SDES answer:\n%s", trunkAck.Body())
-	}
+	lc := placeLateOfferCall(t, ctx, e, trk)
+	trunkAck := lc.trunkAck
 	waitFor(t, func() bool { return len(e.trkUAS.requests(sip.INVITE)) >= 2 }, "no re-INVITE refreshes toward the trunk")
 	for _, r := range e.trkUAS.requests(sip.INVITE) {
 		if !bytes.Equal(r.Body(), trunkAck.Body()) {
@@ -650,11 +619,11 @@ func TestLateOfferSessionRefreshByReinvite(t *testing.T) {
 	if n := len(e.trkUAS.requests(sip.UPDATE)); n != 0 {
 		t.Errorf("%d UPDATEs toward a trunk whose Allow lacks UPDATE", n)
 	}
-	exchange(t, pbxRTP, sdpAddr(t, s.InviteResponse.Body()), trk, sdpAddr(t, trunkAck.Body()))
+	lc.exchange(t, trk)
 	if e.b.ActiveCalls() != 1 {
 		t.Fatal("call not up after the refreshes")
 	}
-	if err := hangUp(ctx, s); err != nil {
+	if err := hangUp(ctx, lc.s); err != nil {
 		t.Fatal(err)
 	}
 	e.waitEnded(1)
