@@ -1353,7 +1353,8 @@ func (b *B2BUA) finish(c *Call, result string) {
 	c.acquired = false
 	ms := c.media
 	dur := 0.0
-	if !c.Answer.IsZero() {
+	answered, reason := !c.Answer.IsZero(), c.Reason
+	if answered {
 		dur = c.End.Sub(c.Answer).Seconds()
 	}
 	c.mu.Unlock()
@@ -1372,6 +1373,9 @@ func (b *B2BUA) finish(c *Call, result string) {
 	}
 	b.removeCall(c)
 	b.m.done(c.Direction, c.Trunk, result, dur)
+	if answered {
+		b.m.hungUp(reason)
+	}
 	b.writeCDR(c, result, stats)
 }
 

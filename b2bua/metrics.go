@@ -15,6 +15,7 @@ type metrics struct {
 	setup     *prometheus.HistogramVec // direction
 	tollFraud prometheus.Counter
 	refused   *prometheus.CounterVec // side, reason
+	ended     *prometheus.CounterVec // reason (answered calls)
 	panics    prometheus.Counter
 }
 
@@ -36,12 +37,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "esbc_calls_refused_total", Help: "INVITEs refused before a leg B was attempted, by side and reason.",
 		}, []string{"side", "reason"}),
+		ended: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "esbc_calls_ended_total", Help: "Answered calls ended, by who or what ended them.",
+		}, []string{"reason"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "esbc_b2bua_panics_total", Help: "Panics recovered in SIP handlers.",
 		}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.calls, m.active, m.setup, m.tollFraud, m.refused, m.panics} {
+		for _, c := range []prometheus.Collector{m.calls, m.active, m.setup, m.tollFraud, m.refused, m.ended, m.panics} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if !errors.As(err, &are) {
@@ -55,6 +59,36 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 func (m *metrics) done(direction, trunk, result string, _ float64) {
 	m.calls.WithLabelValues(direction, trunk, result).Inc()
+}
+
+// hungUp counts an answered call that ended, by endedReason(reason).
+func (m *metrics) hungUp(reason string) {
+	m.ended.WithLabelValues(endedReason(reason)).Inc()
+}
+
+// endedReason is the reason label of esbc_calls_ended_total for a call's
+// end reason (Call.Reason, the CDR's reason): a fixed set, so the series
+// stay few.
+func endedReason(reason string) string {
+	switch reason {
+	case "bye from lan":
+		return "bye_lan"
+	case "bye from wan":
+		return "bye_wan"
+	case "media inactivity":
+		return "media_inactivity"
+	case "max duration":
+		return "max_duration"
+	case "session expired":
+		return "session_expired"
+	case "session refresh failed":
+		return "session_refresh_failed"
+	case "no ACK":
+		return "no_ack"
+	case "shutdown":
+		return "shutdown"
+	}
+	return "other"
 }
 
 // rejected counts an INVITE refused before a leg B was attempted (onInvite).

@@ -12,6 +12,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func headerValue(m interface{ GetHeader(string) sip.Header }, name string) string {
@@ -377,7 +379,8 @@ func trunkRefresh(t *testing.T, ctx context.Context, e *env, tc *timerCall, meth
 // (RFC 4028 §10) with BYE on both legs, reason "session expired". esbc
 // never refreshes itself.
 func TestSessionExpiresWithoutPeerRefresh(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, envOpts{reg: reg})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	tc := placeTimerCall(t, ctx, e, 3*time.Second, "3;refresher=uas", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE", false)
@@ -434,6 +437,15 @@ func TestSessionExpiresWithoutPeerRefresh(t *testing.T) {
 	}
 	if n := len(e.trkUAS.requests(sip.UPDATE)) + len(e.trkUAS.requests(sip.INVITE)); n != 0 {
 		t.Errorf("esbc sent %d refreshes although the trunk is the refresher", n)
+	}
+	// Counted before the CDR is written, so already there.
+	want := `
+# HELP esbc_calls_ended_total Answered calls ended, by who or what ended them.
+# TYPE esbc_calls_ended_total counter
+esbc_calls_ended_total{reason="session_expired"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "esbc_calls_ended_total"); err != nil {
+		t.Error(err)
 	}
 }
 
