@@ -57,46 +57,9 @@ func TestB2BUATLSSRTPThroughBinary(t *testing.T) {
 	cfg := b2buaE2ETLSConfig(dir, admin, lan, wan, pbxAddr, trunkPort, rtpLo, rtpLo+99, cdrPath, "")
 	p := e2eStartESBC(t, dir, cfg, fmt.Sprintf("127.0.0.1:%d", admin))
 
-	// The PBX: a sipgo UA serving the UDP socket it calls from.
-	pbxUA, _ := sipgo.NewUA(sipgo.WithUserAgent("pbx"))
-	pbxSrv, _ := sipgo.NewServer(pbxUA)
-	pbxCli, _ := sipgo.NewClient(pbxUA, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientConnectionAddr(pbxAddr))
-	_, pbxPortStr, _ := net.SplitHostPort(pbxAddr)
-	var pbxPort int
-	fmt.Sscan(pbxPortStr, &pbxPort)
-	dcc := sipgo.NewDialogClientCache(pbxCli, sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "pbx", Host: "127.0.0.1", Port: pbxPort}})
-	pbxSrv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) { _ = dcc.ReadBye(req, tx) })
-	pbxDone := make(chan struct{})
-	go func() { defer close(pbxDone); _ = pbxSrv.ServeUDP(pbxPC) }()
-	t.Cleanup(func() { _ = pbxUA.Close(); _ = pbxPC.Close(); <-pbxDone })
-	for i := 0; i < 1000; i++ { // ready when the transport knows the socket
-		if c, err := pbxUA.TransportLayer().GetConnection("udp", pbxAddr); err == nil && c != nil {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-
-	pbxRTP, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pbxRTP.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	offer := fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"+
-		"m=audio %d RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n",
-		pbxRTP.LocalAddr().(*net.UDPAddr).Port)
-	s, err := dcc.Invite(ctx, sip.Uri{Scheme: "sip", User: "914155550123", Host: "127.0.0.1", Port: lan}, []byte(offer),
-		sip.NewHeader("Content-Type", "application/sdp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
-		t.Fatalf("call through esbc: %v\n%s", err, p.tail(30))
-	}
-	if err := s.Ack(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s, pbxRTP := b2buaE2ECall(t, ctx, p, newB2BUAE2EPBX(t, pbxPC), lan, "call through esbc")
 	inv := k.lastInvite()
 	if inv.Recipient.User != "+14155550123" || inv.From().Address.User != "990500000231" {
 		t.Errorf("INVITE at the trunk: R-URI %s, From %s", inv.Recipient.User, inv.From().Address.User)
@@ -106,16 +69,7 @@ func TestB2BUATLSSRTPThroughBinary(t *testing.T) {
 	}
 	b2buaE2EExchange(t, pbxRTP, b2buaE2ESDPAddr(t, s.InviteResponse.Body()), trk, b2buaE2ESDPAddr(t, inv.Body()))
 
-	bye := sip.NewRequest(sip.BYE, s.InviteResponse.Contact().Address)
-	bye.Laddr = s.InviteRequest.Laddr
-	if err := s.WriteBye(ctx, bye); err != nil {
-		t.Fatalf("BYE: %v", err)
-	}
-	select {
-	case <-k.byes:
-	case <-ctx.Done():
-		t.Fatal("trunk got no BYE")
-	}
+	k.hungUp(t, ctx, s)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		b, _ := os.ReadFile(cdrPath)
@@ -343,6 +297,69 @@ func (k *b2buaE2ETLSTrunk) lastInvite() *sip.Request {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.invite
+}
+
+// newB2BUAE2EPBX starts the PBX of the TLS e2e tests: a sipgo UA on
+// 127.0.0.1 serving the UDP socket pc it calls from. It is closed by
+// t.Cleanup.
+func newB2BUAE2EPBX(t *testing.T, pc net.PacketConn) *sipgo.DialogClientCache {
+	t.Helper()
+	ua, _ := sipgo.NewUA(sipgo.WithUserAgent("pbx"))
+	srv, _ := sipgo.NewServer(ua)
+	cli, _ := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientConnectionAddr(pc.LocalAddr().String()))
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	dcc := sipgo.NewDialogClientCache(cli, sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "pbx", Host: "127.0.0.1", Port: port}})
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) { _ = dcc.ReadBye(req, tx) })
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.ServeUDP(pc) }()
+	t.Cleanup(func() { _ = ua.Close(); _ = pc.Close(); <-done })
+	if !failoverServing(ua, pc.LocalAddr().String()) {
+		t.Fatal("pbx: sipgo did not take the socket")
+	}
+	return dcc
+}
+
+// b2buaE2ECall places a call from the PBX (dcc) to 914155550123 at esbc's
+// LAN port lan with a plain RTP offer from a new socket (closed by
+// t.Cleanup), and ACKs the answer; what names the call in failures.
+func b2buaE2ECall(t *testing.T, ctx context.Context, p *e2eESBC, dcc *sipgo.DialogClientCache, lan int, what string) (*sipgo.DialogClientSession, *net.UDPConn) {
+	t.Helper()
+	rtpc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rtpc.Close() })
+	offer := fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"+
+		"m=audio %d RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n",
+		rtpc.LocalAddr().(*net.UDPAddr).Port)
+	s, err := dcc.Invite(ctx, sip.Uri{Scheme: "sip", User: "914155550123", Host: "127.0.0.1", Port: lan}, []byte(offer),
+		sip.NewHeader("Content-Type", "application/sdp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		t.Fatalf("%s: %v\n%s", what, err, p.tail(30))
+	}
+	if err := s.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s, rtpc
+}
+
+// hungUp sends the PBX's BYE of s over the connection the dialog lives on
+// and waits (bounded by ctx) for esbc's BYE at the trunk.
+func (k *b2buaE2ETLSTrunk) hungUp(t *testing.T, ctx context.Context, s *sipgo.DialogClientSession) {
+	t.Helper()
+	bye := sip.NewRequest(sip.BYE, s.InviteResponse.Contact().Address)
+	bye.Laddr = s.InviteRequest.Laddr
+	if err := s.WriteBye(ctx, bye); err != nil {
+		t.Fatalf("BYE: %v", err)
+	}
+	select {
+	case <-k.byes:
+	case <-ctx.Done():
+		t.Fatal("trunk got no BYE")
+	}
 }
 
 // b2buaE2ETLSConfig is the esbc configuration of the TLS e2e tests: the PBX

@@ -170,7 +170,7 @@ numbering:`, bs.sipPort+1), 1)
 			}
 			if info.leg.Media.Dropped != 0 {
 				t.Logf("esbc dropped %d packets on the SRTP leg:\n%s", info.leg.Media.Dropped,
-					failoverMetricLines(e2eHTTPGet(t, p.admin+"/metrics"), "esbc_media_dropped_total"))
+					failoverMetricLines(failoverAdmin{base: p.admin}.get(t, "/metrics"), "esbc_media_dropped_total"))
 			}
 		}
 		// Drops on esbc's SRTP leg. no_peer: baresip's first packets, sent
@@ -831,11 +831,8 @@ func newBaresipPBX(t *testing.T) *baresipPBX {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
 	go func() { defer close(p.served); _ = srv.ServeUDP(pc) }()
-	for i := 0; i < 5000; i++ { // ready when the transport knows the socket
-		if c, err := ua.TransportLayer().GetConnection("udp", pc.LocalAddr().String()); err == nil && c != nil {
-			break
-		}
-		time.Sleep(time.Millisecond)
+	if !failoverServing(ua, pc.LocalAddr().String()) {
+		t.Fatal("pbx: sipgo did not take the socket")
 	}
 	t.Cleanup(func() {
 		close(p.closing)
@@ -1162,7 +1159,7 @@ func baresipCallInfo(t *testing.T, p *e2eESBC, direction string) baresipCall {
 		Calls  []baresipCall `json:"calls"`
 		Active int           `json:"active"`
 	}
-	body := e2eHTTPGet(t, p.admin+"/api/v1/calls")
+	body := failoverAdmin{base: p.admin}.get(t, "/api/v1/calls")
 	if err := json.Unmarshal([]byte(body), &v); err != nil || len(v.Calls) != 1 {
 		t.Fatalf("/api/v1/calls: want one call: %v\n%s", err, body)
 	}
@@ -1190,7 +1187,7 @@ func baresipWaitIdle(t *testing.T, p *e2eESBC) {
 			Calls  []json.RawMessage `json:"calls"`
 			Active int               `json:"active"`
 		}
-		body := e2eHTTPGet(t, p.admin+"/api/v1/calls")
+		body := failoverAdmin{base: p.admin}.get(t, "/api/v1/calls")
 		if json.Unmarshal([]byte(body), &v) == nil && v.Active == 0 && len(v.Calls) == 0 {
 			return
 		}

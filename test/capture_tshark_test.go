@@ -14,9 +14,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/emiago/sipgo"
-	"github.com/emiago/sipgo/sip"
 )
 
 // TestCaptureTsharkTLSSRTPCall: the built esbc with capture mode "all"
@@ -52,58 +49,16 @@ func TestCaptureTsharkTLSSRTPCall(t *testing.T) {
 		fmt.Sprintf("capture: { dir: %q, mode: all }\n", capDir))
 	p := e2eStartESBC(t, dir, cfg, fmt.Sprintf("127.0.0.1:%d", admin))
 
-	pbxUA, _ := sipgo.NewUA(sipgo.WithUserAgent("pbx"))
-	pbxSrv, _ := sipgo.NewServer(pbxUA)
-	pbxCli, _ := sipgo.NewClient(pbxUA, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientConnectionAddr(pbxAddr))
 	pbxPort := pbxPC.LocalAddr().(*net.UDPAddr).Port
-	dcc := sipgo.NewDialogClientCache(pbxCli, sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "pbx", Host: "127.0.0.1", Port: pbxPort}})
-	pbxSrv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) { _ = dcc.ReadBye(req, tx) })
-	pbxDone := make(chan struct{})
-	go func() { defer close(pbxDone); _ = pbxSrv.ServeUDP(pbxPC) }()
-	t.Cleanup(func() { _ = pbxUA.Close(); _ = pbxPC.Close(); <-pbxDone })
-	for i := 0; i < 1000; i++ { // ready when the transport knows the socket
-		if c, err := pbxUA.TransportLayer().GetConnection("udp", pbxAddr); err == nil && c != nil {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-
-	pbxRTP, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pbxRTP.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	offer := fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"+
-		"m=audio %d RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n",
-		pbxRTP.LocalAddr().(*net.UDPAddr).Port)
-	s, err := dcc.Invite(ctx, sip.Uri{Scheme: "sip", User: "914155550123", Host: "127.0.0.1", Port: lan}, []byte(offer),
-		sip.NewHeader("Content-Type", "application/sdp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
-		t.Fatalf("call through esbc (trunk certificate with names only): %v\n%s", err, p.tail(30))
-	}
-	if err := s.Ack(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s, pbxRTP := b2buaE2ECall(t, ctx, p, newB2BUAE2EPBX(t, pbxPC), lan, "call through esbc (trunk certificate with names only)")
 	inv := k.lastInvite()
 	lanMedia := b2buaE2ESDPAddr(t, s.InviteResponse.Body())
 	wanMedia := b2buaE2ESDPAddr(t, inv.Body())
 	b2buaE2EExchange(t, pbxRTP, lanMedia, trk, wanMedia)
 
-	bye := sip.NewRequest(sip.BYE, s.InviteResponse.Contact().Address)
-	bye.Laddr = s.InviteRequest.Laddr
-	if err := s.WriteBye(ctx, bye); err != nil {
-		t.Fatalf("BYE: %v", err)
-	}
-	select {
-	case <-k.byes:
-	case <-ctx.Done():
-		t.Fatal("trunk got no BYE")
-	}
+	k.hungUp(t, ctx, s)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if b, _ := os.ReadFile(cdrPath); bytes.Contains(b, []byte(`"disposition":"answered"`)) {
 			break

@@ -9,9 +9,7 @@ package test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -492,19 +490,4 @@ func (s *e2eSIPp) messages(t testing.TB) []e2eSIPMessage {
 		out = append(out, m)
 	}
 	return out
-}
-
-// readAll is io.ReadAll of an HTTP GET.
-func e2eHTTPGet(t testing.TB, url string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return string(b)
 }

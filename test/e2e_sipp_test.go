@@ -486,7 +486,7 @@ func TestSIPpRegister(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	var body string
 	for time.Now().Before(deadline) {
-		body = e2eHTTPGet(t, p.admin+"/api/v1/registrations")
+		body = failoverAdmin{base: p.admin}.get(t, "/api/v1/registrations")
 		if registeredRE.MatchString(body) {
 			break
 		}

@@ -186,20 +186,27 @@ func (tr *failoverTrunk) start() {
 		return
 	}
 	go func() { defer close(s.done); _ = srv.ServeUDP(pc) }()
-	// Ready when sipgo's transport layer holds the socket.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if c, err := ua.TransportLayer().GetConnection("udp", pc.LocalAddr().String()); err == nil && c != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: sipgo did not take the socket", tr.name)
-		}
-		time.Sleep(time.Millisecond)
+	if !failoverServing(ua, pc.LocalAddr().String()) {
+		t.Fatalf("%s: sipgo did not take the socket", tr.name)
 	}
 	tr.mu.Lock()
 	tr.sip = s
 	tr.mu.Unlock()
+}
+
+// failoverServing waits (bounded: 5 s) until sipgo's transport layer holds
+// the UDP socket at addr, which ua serves: ready to receive on it.
+func failoverServing(ua *sipgo.UserAgent, addr string) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if c, err := ua.TransportLayer().GetConnection("udp", addr); err == nil && c != nil {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // guard runs a handler unless the server is being killed.
@@ -363,15 +370,8 @@ func newFailoverPBX(t *testing.T) *failoverPBX {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
 	go func() { defer close(p.done); _ = srv.ServeUDP(pc) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if c, err := ua.TransportLayer().GetConnection("udp", pc.LocalAddr().String()); err == nil && c != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("pbx: sipgo did not take the socket")
-		}
-		time.Sleep(time.Millisecond)
+	if !failoverServing(ua, pc.LocalAddr().String()) {
+		t.Fatal("pbx: sipgo did not take the socket")
 	}
 	t.Cleanup(func() {
 		_ = srv.Close()
@@ -383,6 +383,13 @@ func newFailoverPBX(t *testing.T) *failoverPBX {
 }
 
 func (p *failoverPBX) port() int { return p.pc.LocalAddr().(*net.UDPAddr).Port }
+
+// dialTo points the PBX's calls at esbc's LAN listener at addr (host:port).
+func (p *failoverPBX) dialTo(addr string) {
+	host, port, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(port)
+	p.esbc = sip.Uri{Scheme: "sip", Host: host, Port: n}
+}
 
 // failoverCall is one call the PBX placed, with its RTP socket.
 type failoverCall struct {
@@ -424,17 +431,11 @@ func (p *failoverPBX) dial(number string) (*failoverCall, error) {
 		m.Close()
 		return nil, fmt.Errorf("invite: %w", err)
 	}
-	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
-		s.Close()
-		m.Close()
-		return nil, fmt.Errorf("answer: %w", err)
+	answered, err := failoverEstablish(ctx, s, m)
+	if err != nil {
+		return nil, err
 	}
-	setup := time.Since(start)
-	if err := s.Ack(ctx); err != nil {
-		s.Close()
-		m.Close()
-		return nil, fmt.Errorf("ack: %w", err)
-	}
+	setup := answered.Sub(start)
 	remote, err := failoverSDPAddr(s.InviteResponse.Body())
 	if err != nil {
 		_ = s.Bye(ctx)
@@ -444,17 +445,45 @@ func (p *failoverPBX) dial(number string) (*failoverCall, error) {
 	return &failoverCall{sess: s, media: m, remote: remote, setup: setup}, nil
 }
 
-// echoes sends n RTP packets (20 ms apart) and counts the echoes that
-// come back through esbc and the trunk's media endpoint (bounded: 3 s
-// after the last packet).
-func (c *failoverCall) echoes(n int) int {
+// failoverEstablish waits (bounded by ctx) for the answer to the INVITE
+// of s and ACKs it; on failure it closes s and the call's RTP socket m. It
+// returns when the answer came (before the ACK: the set-up time).
+func failoverEstablish(ctx context.Context, s *sipgo.DialogClientSession, m *net.UDPConn) (time.Time, error) {
+	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+		s.Close()
+		m.Close()
+		return time.Time{}, fmt.Errorf("answer: %w", err)
+	}
+	answered := time.Now()
+	if err := s.Ack(ctx); err != nil {
+		s.Close()
+		m.Close()
+		return time.Time{}, fmt.Errorf("ack: %w", err)
+	}
+	return answered, nil
+}
+
+// rtpCall is a call a test peer placed, with its RTP socket: the failover
+// PBX's (failoverCall) and the edge UA's (edgeCall).
+type rtpCall interface {
+	echoes(n int) int
+	hangup() error
+}
+
+func (c *failoverCall) echoes(n int) int { return rtpEchoes(c.media, c.remote, &c.seq, 0x5eed, n) }
+
+// rtpEchoes sends n RTP packets (20 ms apart, SSRC ssrc, sequence numbers
+// after *seq) from media to remote and counts the echoes that come back
+// through esbc from the far peer's media endpoint (bounded: 3 s after the
+// last packet).
+func rtpEchoes(media *net.UDPConn, remote *net.UDPAddr, seq *uint16, ssrc uint32, n int) int {
 	got := make(chan int, 1)
 	go func() {
 		buf := make([]byte, 1500)
 		k := 0
-		_ = c.media.SetReadDeadline(time.Now().Add(time.Duration(n)*20*time.Millisecond + 3*time.Second))
+		_ = media.SetReadDeadline(time.Now().Add(time.Duration(n)*20*time.Millisecond + 3*time.Second))
 		for k < n {
-			if _, err := c.media.Read(buf); err != nil {
+			if _, err := media.Read(buf); err != nil {
 				break
 			}
 			k++
@@ -463,11 +492,11 @@ func (c *failoverCall) echoes(n int) int {
 	}()
 	payload := make([]byte, 160)
 	for i := range n {
-		c.seq++
-		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: c.seq,
-			Timestamp: uint32(c.seq) * 160, SSRC: 0x5eed}, Payload: payload}
+		*seq++
+		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: *seq,
+			Timestamp: uint32(*seq) * 160, SSRC: ssrc}, Payload: payload}
 		b, _ := pkt.Marshal()
-		_, _ = c.media.WriteToUDP(b, c.remote)
+		_, _ = media.WriteToUDP(b, remote)
 		if i < n-1 {
 			time.Sleep(20 * time.Millisecond) // packet pacing, not readiness
 		}
@@ -484,9 +513,10 @@ func (c *failoverCall) hangup() error {
 }
 
 // failoverAdmin reads esbc's admin API.
-type failoverAdmin struct{ base string }
+type failoverAdmin struct{ base string } // http://host:port
 
-func (a failoverAdmin) get(t *testing.T, path string) string {
+// get is the body of a GET of path (bounded: 5 s).
+func (a failoverAdmin) get(t testing.TB, path string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -145,15 +145,15 @@ cdr: { file: "" }
 `, admin, lan, pbx, wan, dns, fromUser, callerID, callerID, failoverRTPRange())
 }
 
-// failoverUAC starts the PBX: a SIPp UAC placing calls calls at rate per
-// second, each held hold, toward esbc's LAN port.
-func failoverUAC(t *testing.T, dir, name string, lan, port, media, calls, rate int, hold time.Duration) *e2eSIPp {
+// failoverUAC starts the PBX: a SIPp UAC on 127.0.0.1:port (media port
+// media) placing calls calls to number at rate per second, each held hold,
+// toward esbc's LAN listener lan (host:port). It returns at once.
+func failoverUAC(t *testing.T, dir, name, lan string, port, media int, number string, calls, rate int, hold time.Duration) *e2eSIPp {
 	t.Helper()
-	return e2eStartSIPp(t, dir, name, false,
-		fmt.Sprintf("127.0.0.1:%d", lan),
+	return e2eStartSIPp(t, dir, name, false, lan,
 		"-sf", e2eScenario(t, "uac_call.xml"), "-t", "u1",
 		"-i", "127.0.0.1", "-p", strconv.Itoa(port), "-mp", strconv.Itoa(media),
-		"-s", dialled, "-m", strconv.Itoa(calls), "-r", strconv.Itoa(rate),
+		"-s", number, "-m", strconv.Itoa(calls), "-r", strconv.Itoa(rate),
 		"-d", strconv.Itoa(int(hold/time.Millisecond)),
 		"-recv_timeout", "10000", "-timeout", "120", "-timeout_error",
 		"-key", "pcap", pcapG711a, "-key", "pai", "4155550100", "-key", "privacy", "none")
@@ -219,7 +219,7 @@ func TestFailoverSIPp(t *testing.T) {
 	// and started again after 40 (counted by esbc_calls_total).
 	const calls1, calls2 = 60, 20
 	callerMedia := e2eFreeMediaPort(t)
-	uac := failoverUAC(t, dir, "pbx-1", lan, pbx, callerMedia, calls1, 10, time.Second)
+	uac := failoverUAC(t, dir, "pbx-1", fmt.Sprintf("127.0.0.1:%d", lan), pbx, callerMedia, dialled, calls1, 10, time.Second)
 	waitCalls := func(n float64) {
 		t.Helper()
 		deadline := time.Now().Add(60 * time.Second)
@@ -258,7 +258,7 @@ func TestFailoverSIPp(t *testing.T) {
 	t.Logf("restarted primary preferred again %s after its restart (hold-down 4s)", time.Since(restarted).Round(time.Millisecond))
 
 	// Phase 2: new calls land on the primary.
-	uac2 := failoverUAC(t, dir, "pbx-2", lan, pbx, callerMedia, calls2, 10, 200*time.Millisecond)
+	uac2 := failoverUAC(t, dir, "pbx-2", fmt.Sprintf("127.0.0.1:%d", lan), pbx, callerMedia, dialled, calls2, 10, 200*time.Millisecond)
 	failoverUACDone(t, uac2, calls2)
 	prim2.stop()
 	sec.stop()

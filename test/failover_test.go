@@ -21,7 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emiago/sipgo/sip"
 	"go.uber.org/goleak"
 )
 
@@ -190,9 +189,7 @@ func newFailoverEnv(t *testing.T, network, wanAllow string, before func(e *failo
 	serviceWrite(t, cfg, []byte(conf))
 	e.p = serviceStart(t, bin, cfg)
 	e.admin = failoverAdmin{base: "http://" + e.p.addr("admin")}
-	host, p, _ := net.SplitHostPort(e.p.addr("lan/udp"))
-	n, _ := strconv.Atoi(p)
-	e.pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: n}
+	e.pbx.dialTo(e.p.addr("lan/udp"))
 	return e
 }
 
@@ -252,7 +249,7 @@ func failoverCount(logs string) int {
 // prefix) checks that RTP crosses esbc both ways on a call: at least half
 // of 20 packets come back from the trunk's echo (loopback loses none; the
 // slack is for the relay's first-packet latching).
-func mediaOK(t *testing.T, what string, c *failoverCall) int {
+func mediaOK(t *testing.T, what string, c rtpCall) int {
 	t.Helper()
 	n := c.echoes(20)
 	if n < 10 {
@@ -522,19 +519,7 @@ func TestFailoverWANACLFollowsDNS(t *testing.T) {
 	if _, err := stranger.WriteToUDP(secRawOptions(stranger.LocalAddr().String()), wan); err != nil {
 		t.Fatal(err)
 	}
-	answered := false
-	buf := make([]byte, 4096)
-	for range 5 { // UDP: resend, bounded
-		if _, err := trunkSrc.WriteToUDP(secRawOptions(trunkSrc.LocalAddr().String()), wan); err != nil {
-			t.Fatal(err)
-		}
-		_ = trunkSrc.SetReadDeadline(time.Now().Add(time.Second))
-		if n, _, err := trunkSrc.ReadFrom(buf); err == nil && strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
-			answered = true
-			break
-		}
-	}
-	if !answered {
+	if !secAnswered(t, trunkSrc, wan) {
 		t.Fatalf("the resolved trunk addresses are not admitted by the WAN ACL (acl.Guard.SetTrunkAddrs): "+
 			"OPTIONS from the primary's address %s to the WAN listener dropped with wan.acl.allow empty\n%s",
 			trunkSrc.LocalAddr(), failoverMetricLines(e.admin.get(t, "/metrics"), `esbc_acl_dropped_total{reason="denied",side="wan"}`))
@@ -625,22 +610,11 @@ func TestFailoverWANClientSocketACL(t *testing.T) {
 	if _, err := stranger.WriteToUDP(secRawOptions(stranger.LocalAddr().String()), dst); err != nil {
 		t.Fatal(err)
 	}
-	buf := make([]byte, 4096)
-	answered := false
-	for range 5 { // UDP: resend, bounded
-		if _, err := allowed.WriteToUDP(secRawOptions(allowed.LocalAddr().String()), dst); err != nil {
-			t.Fatal(err)
-		}
-		_ = allowed.SetReadDeadline(time.Now().Add(time.Second))
-		if n, _, err := allowed.ReadFrom(buf); err == nil && strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
-			answered = true
-			break
-		}
-	}
-	if !answered {
+	if !secAnswered(t, allowed, dst) {
 		t.Fatalf("OPTIONS from the trunk's address to %s not answered: that socket does not serve requests", src)
 	}
 	_ = stranger.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	buf := make([]byte, 4096)
 	if n, _, err := stranger.ReadFrom(buf); err == nil {
 		msg := fmt.Sprintf("the WAN ACL is not applied on the socket esbc's requests toward trunks leave from: OPTIONS from 127.0.0.9, outside wan.acl.allow, to esbc's REGISTER source %s answered:\n%s", src, buf[:n])
 		t.Fatal(msg)

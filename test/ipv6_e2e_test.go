@@ -25,13 +25,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
-	"github.com/pion/rtp"
 )
 
 // edgeUA is a call peer at ip over network (udp|tcp|tls).
@@ -135,13 +133,8 @@ func newEdgeUA(t *testing.T, name, ip, network string, cert *cryptotls.Certifica
 			_ = u.srv.ServeTLS(u.ln)
 		}
 	}()
-	if u.pc != nil { // ready when sipgo's transport layer holds the socket
-		if !failoverPoll(5*time.Second, func() bool {
-			c, err := u.ua.TransportLayer().GetConnection("udp", u.pc.LocalAddr().String())
-			return err == nil && c != nil
-		}) {
-			t.Fatalf("%s: sipgo did not take the socket", name)
-		}
+	if u.pc != nil && !failoverServing(u.ua, u.pc.LocalAddr().String()) {
+		t.Fatalf("%s: sipgo did not take the socket", name)
 	}
 	t.Cleanup(func() {
 		_ = u.srv.Close()
@@ -156,6 +149,40 @@ func newEdgeUA(t *testing.T, name, ip, network string, cert *cryptotls.Certifica
 		<-u.echo
 	})
 	return u
+}
+
+// edgePKI is the certificates of an edge test, made by b2buaE2ECA in one
+// directory: the CA (ca.pem), esbc's WAN certificate (esbc.crt, esbc.key)
+// and the trunk's.
+type edgePKI struct {
+	ca          *b2buaE2ETestCA
+	esbc, trunk cryptotls.Certificate
+	roots       *x509.CertPool // holds the CA
+}
+
+// newEdgePKI makes the CA in dir, esbc's certificate for esbcHosts and the
+// trunk's for trunkIP and trunk.example.test.
+func newEdgePKI(t *testing.T, dir, trunkIP string, esbcHosts ...string) edgePKI {
+	t.Helper()
+	k := edgePKI{ca: b2buaE2ECA(t, dir), roots: x509.NewCertPool()}
+	k.esbc = k.ca.leaf(t, dir, "esbc", esbcHosts...)
+	k.trunk = k.ca.leaf(t, dir, "trunk", trunkIP, "trunk.example.test")
+	k.roots.AddCert(k.ca.cert)
+	return k
+}
+
+// ipv6Require skips the test in -short mode (it builds and runs the
+// binary) and where the machine has no IPv6 loopback.
+func ipv6Require(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("this machine has no IPv6 loopback (::1): %v", err)
+	}
+	ln.Close()
 }
 
 // addr is the peer's SIP address (host:port, brackets for IPv6).
@@ -266,6 +293,21 @@ func (u *edgeUA) requestUsers() map[string]int {
 	return m
 }
 
+// callThrough places a call to number at esbc's listener target, checks
+// media both ways and hangs up (the BYE must succeed); what names the call
+// in failures.
+func (u *edgeUA) callThrough(t *testing.T, p *serviceProc, target, number, what string) {
+	t.Helper()
+	c, err := u.call(target, number)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", what, err, failoverTail(p.logs(), 30))
+	}
+	mediaOK(t, what, c)
+	if err := c.hangup(); err != nil {
+		t.Errorf("%s: BYE: %v", what, err)
+	}
+}
+
 // edgeCall is a call the peer placed.
 type edgeCall struct {
 	u      *edgeUA
@@ -304,15 +346,8 @@ func (u *edgeUA) call(target, number string) (*edgeCall, error) {
 		m.Close()
 		return nil, fmt.Errorf("invite: %w", err)
 	}
-	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
-		s.Close()
-		m.Close()
-		return nil, fmt.Errorf("answer: %w", err)
-	}
-	if err := s.Ack(ctx); err != nil {
-		s.Close()
-		m.Close()
-		return nil, fmt.Errorf("ack: %w", err)
+	if _, err := failoverEstablish(ctx, s, m); err != nil {
+		return nil, err
 	}
 	remote, fam, err := edgeSDPAddr(s.InviteResponse.Body())
 	if err != nil {
@@ -323,43 +358,7 @@ func (u *edgeUA) call(target, number string) (*edgeCall, error) {
 	return &edgeCall{u: u, sess: s, media: m, remote: remote, family: fam}, nil
 }
 
-// echoes sends n RTP packets 20 ms apart and counts those that come back
-// through esbc from the far peer's echo (bounded: 3 s after the last).
-func (c *edgeCall) echoes(n int) int {
-	got := make(chan int, 1)
-	go func() {
-		buf := make([]byte, 1500)
-		k := 0
-		_ = c.media.SetReadDeadline(time.Now().Add(time.Duration(n)*20*time.Millisecond + 3*time.Second))
-		for k < n {
-			if _, err := c.media.Read(buf); err != nil {
-				break
-			}
-			k++
-		}
-		got <- k
-	}()
-	payload := make([]byte, 160)
-	for i := range n {
-		c.seq++
-		pkt := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: c.seq,
-			Timestamp: uint32(c.seq) * 160, SSRC: 0xed6e}, Payload: payload}
-		b, _ := pkt.Marshal()
-		_, _ = c.media.WriteToUDP(b, c.remote)
-		if i < n-1 {
-			time.Sleep(20 * time.Millisecond) // packet pacing, not readiness
-		}
-	}
-	return <-got
-}
-
-// mediaOK checks that at least half of 20 RTP packets come back.
-func (c *edgeCall) mediaOK(t *testing.T, what string) {
-	t.Helper()
-	if n := c.echoes(20); n < 10 {
-		t.Errorf("%s: %d of 20 RTP packets came back through esbc", what, n)
-	}
-}
+func (c *edgeCall) echoes(n int) int { return rtpEchoes(c.media, c.remote, &c.seq, 0xed6e, n) }
 
 // hangup sends BYE from the caller over the connection the dialog lives
 // on (sipgo issue #361: a BYE over TCP/TLS could open another one).
@@ -455,21 +454,11 @@ type ipv6Calls struct {
 // fails; all counted in esbc_acl_dropped_total) and back to allow
 // ::1/128 (admitted again).
 func TestIPv6EntryPoints(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
-	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
-		t.Skipf("this machine has no IPv6 loopback (::1): %v", err)
-	} else {
-		ln.Close()
-	}
+	ipv6Require(t)
 	failoverLeakCheck(t)
 	dir := t.TempDir()
-	ca := b2buaE2ECA(t, dir)
-	ca.leaf(t, dir, "esbc", "::1")
-	trunkCert := ca.leaf(t, dir, "trunk", "::1", "trunk.example.test")
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
+	pki := newEdgePKI(t, dir, "::1", "::1")
+	trunkCert, roots := pki.trunk, pki.roots
 
 	pbx := newEdgeUA(t, "pbx", "::1", "udp", nil, nil)
 	trunk := newEdgeUA(t, "trunk", "::1", "tls", &trunkCert, roots)
@@ -498,16 +487,8 @@ func TestIPv6EntryPoints(t *testing.T) {
 	}
 	// Ready to call: both UDP/TCP LAN listeners answer OPTIONS from ::1 and
 	// the trunk's server is up in the health table (OPTIONS over TLS on ::1).
-	for _, k := range []string{"lan/udp", "lan/tcp"} {
-		if res := serviceOptions(t, p.addr(k), strings.ToUpper(strings.TrimPrefix(k, "lan/")), nil); res.StatusCode != 200 {
-			t.Fatalf("OPTIONS to %s: %s", k, res.StartLine())
-		}
-	}
+	reloadWaitTrunkUp(t, p, "::1/"+trunk.addr()+"/tls", "lan/udp", "lan/tcp")
 	admin := failoverAdmin{base: "http://" + p.addr("admin")}
-	target := "::1/" + trunk.addr() + "/tls"
-	if !failoverPoll(15*time.Second, func() bool { return admin.targetUp(t, target) == 1 }) {
-		t.Fatalf("trunk server %s not up 15 s after start\n%s", target, failoverTail(p.logs(), 30))
-	}
 
 	checkLeg := func(what string, c *edgeCall, callee *edgeUA) {
 		t.Helper()
@@ -522,7 +503,7 @@ func TestIPv6EntryPoints(t *testing.T) {
 		if via := inv.Via(); via == nil || via.Host != "::1" {
 			t.Errorf("%s: Via of esbc's INVITE to the %s: %v", what, callee.name, via)
 		}
-		c.mediaOK(t, what)
+		mediaOK(t, what, c)
 	}
 	showsCall := func(what, dir string) {
 		t.Helper()
@@ -591,16 +572,7 @@ func TestIPv6EntryPoints(t *testing.T) {
 	// ACL: deny ::1/128 on both sides (reload), then allow it again.
 	reload := func(lanAllow, lanDeny, wanDeny string) {
 		t.Helper()
-		ok := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`)
-		write(lanAllow, lanDeny, wanDeny)
-		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
-		if !failoverPoll(15*time.Second, func() bool {
-			return reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) > ok
-		}) {
-			t.Fatalf("reload not applied\n%s", failoverTail(p.logs(), 20))
-		}
+		reloadApply(t, p, "reload", func() { write(lanAllow, lanDeny, wanDeny) })
 	}
 	dropped := func(side string) float64 { return p.metricSum(t, "esbc_acl_dropped_total", `side="`+side+`"`) }
 	reload(`"::1/128"`, `"::1/128"`, `"::1/128"`)
@@ -642,14 +614,7 @@ func TestIPv6EntryPoints(t *testing.T) {
 	if code, err := trunk.options(p.addr("wan/tls")); code != 200 {
 		t.Errorf("OPTIONS over TLS from ::1 with ::1/128 allowed again: %d %v", code, err)
 	}
-	again, err := pbx.call(p.addr("lan/udp"), "916502530000")
-	if err != nil {
-		t.Fatalf("call from ::1 with ::1/128 allowed again: %v\n%s", err, failoverTail(p.logs(), 30))
-	}
-	again.mediaOK(t, "call after the ACL allowed ::1/128 again")
-	if err := again.hangup(); err != nil {
-		t.Errorf("BYE: %v", err)
-	}
+	pbx.callThrough(t, p, p.addr("lan/udp"), "916502530000", "call from ::1 with ::1/128 allowed again")
 	if strings.Contains(p.logs(), "panic") {
 		t.Errorf("esbc logged a panic:\n%s", failoverTail(p.logs(), 40))
 	}
@@ -686,21 +651,11 @@ func (p *serviceProc) metricSum(t *testing.T, name string, labels ...string) flo
 // is empty (SPEC §4: only the trunks' own server addresses), so the
 // trunk's IPv6 address from "servers: [[::1]:port]" is what admits it.
 func TestIPv6WANIPv4LAN(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the binary")
-	}
-	if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
-		t.Skipf("this machine has no IPv6 loopback (::1): %v", err)
-	} else {
-		ln.Close()
-	}
+	ipv6Require(t)
 	failoverLeakCheck(t)
 	dir := t.TempDir()
-	ca := b2buaE2ECA(t, dir)
-	ca.leaf(t, dir, "esbc", "::1", "127.0.0.1")
-	trunkCert := ca.leaf(t, dir, "trunk", "::1", "trunk.example.test")
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
+	pki := newEdgePKI(t, dir, "::1", "::1", "127.0.0.1")
+	trunkCert, roots := pki.trunk, pki.roots
 	pbx := newEdgeUA(t, "pbx", "127.0.0.1", "udp", nil, nil)
 	trunk := newEdgeUA(t, "trunk", "::1", "tls", &trunkCert, roots)
 	c := string(edgeConfig("::1", dir, pbx.port, trunk.port, `"127.0.0.0/8"`, `"127.0.0.2/32"`, "", "", reloadRTPRange()))
@@ -717,11 +672,7 @@ func TestIPv6WANIPv4LAN(t *testing.T) {
 	serviceWrite(t, cfg, []byte(c))
 	r := &reloadRig{bin: serviceBuild(t, dir), cfg: cfg}
 	p := r.start(t)
-	admin := failoverAdmin{base: "http://" + p.addr("admin")}
-	target := "::1/" + trunk.addr() + "/tls"
-	if !failoverPoll(15*time.Second, func() bool { return admin.targetUp(t, target) == 1 }) {
-		t.Fatalf("trunk server %s not up 15 s after start\n%s", target, failoverTail(p.logs(), 30))
-	}
+	reloadWaitTrunkUp(t, p, "::1/"+trunk.addr()+"/tls")
 	check := func(what string, c *edgeCall, wantAnswer string, callee *edgeUA, wantOffer string) {
 		t.Helper()
 		if c.family != wantAnswer {
@@ -730,7 +681,7 @@ func TestIPv6WANIPv4LAN(t *testing.T) {
 		if _, fam, err := edgeSDPAddr(callee.lastInvite().Body()); err != nil || fam != wantOffer {
 			t.Errorf("%s: esbc's offer to the %s has c=IN %s (%v), want %s", what, callee.name, fam, err, wantOffer)
 		}
-		c.mediaOK(t, what)
+		mediaOK(t, what, c)
 		if err := c.hangup(); err != nil {
 			t.Errorf("%s: BYE: %v", what, err)
 		}

@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -46,29 +45,12 @@ func TestReloadUnderLoadSIPp(t *testing.T) {
 		codecs: "PCMA, PCMU, telephone-event", rtp: reloadRTPRange()}
 	write := func(v reloadVariant) { publish(reloadConfig(v, rn)) }
 	write(reloadVariant{k: 0, level: reloadLevel(0)})
-	p := serviceStart(t, bin, cfg)
-	defer func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-p.exit:
-			if err != nil {
-				t.Errorf("esbc exit after SIGTERM: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("esbc did not stop 20 s after SIGTERM")
-		}
-	}()
+	p := (&reloadRig{bin: bin, cfg: cfg}).start(t)
 	okBefore := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`)
 	errBefore := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`)
 
 	lan := p.addr("lan/udp")
-	pbx := e2eStartSIPp(t, dir, "pbx", false, lan,
-		"-sf", e2eScenario(t, "uac_call.xml"), "-t", "u1",
-		"-i", "127.0.0.1", "-p", strconv.Itoa(pbxPort), "-mp", strconv.Itoa(pbxMedia),
-		"-s", reloadDialled, "-m", strconv.Itoa(reloadCalls), "-r", strconv.Itoa(reloadRate),
-		"-d", strconv.Itoa(int(reloadHold/time.Millisecond)),
-		"-recv_timeout", "10000", "-timeout", "120", "-timeout_error",
-		"-key", "pcap", pcapG711a, "-key", "pai", "4155550100", "-key", "privacy", "none")
+	pbx := failoverUAC(t, dir, "pbx", lan, pbxPort, pbxMedia, reloadDialled, reloadCalls, reloadRate, reloadHold)
 
 	var step atomic.Int64
 	st := reloadStorm(t, p, write, &step, pbx.done)

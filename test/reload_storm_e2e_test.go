@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,13 +36,6 @@ func stormExt(k int) string { return fmt.Sprintf("%d", 1000+k) }
 func stormConfig(v reloadVariant, n reloadNet) []byte {
 	route := fmt.Sprintf("routes:\n  inbound:\n    - { match: '^\\+1\\d{10}$', extension: %q }\n  outbound:\n", stormExt(v.k))
 	return []byte(strings.Replace(string(reloadConfig(v, n)), "routes:\n  outbound:\n", route, 1))
-}
-
-// stormResult is what the trunk saw of one call.
-type stormResult struct {
-	setupErr, byeErr error
-	echoes           int // RTP packets of 10 back (every 10th call), -1 when not checked
-	stepUp, stepBye  int // configuration step in force at the answer and at the BYE
 }
 
 // TestReloadStormInbound: 150 inbound calls (trunk → esbc → PBX) at 20/s,
@@ -69,102 +61,24 @@ func TestReloadStormInbound(t *testing.T) {
 	write(reloadVariant{k: 0, level: reloadLevel(0)})
 	p := r.start(t)
 	wan := p.addr("wan/udp")
-	for _, key := range []string{"lan/udp", "wan/udp"} {
-		if res := serviceOptions(t, p.addr(key), "UDP", nil); res.StatusCode != 200 {
-			t.Fatalf("OPTIONS to %s: %s", key, res.StartLine())
-		}
-	}
-	admin := failoverAdmin{base: "http://" + p.addr("admin")}
-	target := "127.0.0.1/" + trunk.addr() + "/udp"
-	if !failoverPoll(15*time.Second, func() bool { return admin.targetUp(t, target) == 1 }) {
-		t.Fatalf("trunk server %s not up 15 s after start\n%s", target, failoverTail(p.logs(), 20))
-	}
+	reloadWaitTrunkUp(t, p, "127.0.0.1/"+trunk.addr()+"/udp", "lan/udp", "wan/udp")
 	if got := reloadConfigInForce(t, p).step(); got != 0 {
 		t.Fatalf("configuration in force at start: step %d, want 0", got)
 	}
 	okBefore := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`)
 	errBefore := reloadMetric(t, p, `esbc_config_reload_total{result="error"}`)
 
-	var early []*edgeCall
-	for i := range 2 {
-		c, err := trunk.call(wan, stormNumber)
-		if err != nil {
-			t.Fatalf("inbound call %d before the storm: %v\n%s", i, err, failoverTail(p.logs(), 30))
-		}
-		c.mediaOK(t, fmt.Sprintf("early call %d before the storm", i))
-		early = append(early, c)
-	}
+	dial := func() (*edgeCall, error) { return trunk.call(wan, stormNumber) }
+	early := reloadEarlyCalls(t, p, 2, "the storm", dial)
 
 	var step atomic.Int64
-	results := make([]stormResult, stormCalls)
-	callsDone := make(chan struct{})
-	go func() {
-		defer close(callsDone)
-		var wg sync.WaitGroup
-		tick := time.NewTicker(time.Second / stormRate)
-		defer tick.Stop()
-		for i := range stormCalls {
-			<-tick.C
-			wg.Add(1)
-			go func(i int, res *stormResult) {
-				defer wg.Done()
-				res.echoes = -1
-				c, err := trunk.call(wan, stormNumber)
-				if err != nil {
-					res.setupErr = err
-					return
-				}
-				res.stepUp = int(step.Load())
-				start := time.Now()
-				if i%10 == 0 {
-					res.echoes = c.echoes(10)
-				}
-				time.Sleep(stormHold - time.Since(start)) // the call's hold time, not a readiness wait
-				res.stepBye = int(step.Load())
-				res.byeErr = c.hangup()
-			}(i, &results[i])
-		}
-		wg.Wait()
-	}()
+	load := reloadLoad(stormCalls, stormRate, stormHold, 10, func() int { return int(step.Load()) }, nil, dial)
+	st := reloadStorm(t, p, write, &step, load.done)
+	load.wait(t, p, 90*time.Second)
 
-	st := reloadStorm(t, p, write, &step, callsDone)
-	select {
-	case <-callsDone:
-	case <-time.After(90 * time.Second):
-		t.Fatalf("calls still running 90 s after the start\n%s", failoverTail(p.logs(), 30))
-	}
-
-	for i, c := range early {
-		c.mediaOK(t, fmt.Sprintf("early call %d after %d changes", i, st.steps))
-		if err := c.hangup(); err != nil {
-			t.Errorf("early call %d: BYE after %d changes: %v", i, st.steps, err)
-		}
-	}
-	var setupFailed, byeFailed, mediaFailed, mediaChecked, spanned int
-	for i, r := range results {
-		switch {
-		case r.setupErr != nil:
-			setupFailed++
-			if setupFailed <= 5 {
-				t.Errorf("call %d: set-up failed: %v", i, r.setupErr)
-			}
-			continue
-		case r.byeErr != nil:
-			byeFailed++
-			if byeFailed <= 5 {
-				t.Errorf("call %d (answered under step %d, BYE under step %d): BYE failed: %v", i, r.stepUp, r.stepBye, r.byeErr)
-			}
-		case r.stepBye != r.stepUp:
-			spanned++
-		}
-		if r.echoes >= 0 {
-			mediaChecked++
-			if r.echoes < 5 {
-				mediaFailed++
-				t.Errorf("call %d (answered under step %d): %d of 10 RTP packets came back", i, r.stepUp, r.echoes)
-			}
-		}
-	}
+	reloadEndEarly(t, early, fmt.Sprintf("%d changes", st.steps))
+	n := load.tally(t, "step")
+	setupFailed, byeFailed, mediaFailed, mediaChecked, spanned := n.setupFailed, n.byeFailed, n.mediaFailed, n.mediaChecked, n.spanned
 	want := int64(stormCalls + len(early))
 	failoverPoll(10*time.Second, func() bool { return pbx.byes.Load() >= want })
 	okDelta := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) - okBefore

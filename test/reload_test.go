@@ -22,8 +22,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/emiago/sipgo/sip"
 )
 
 const (
@@ -225,6 +223,23 @@ func reloadMetric(t *testing.T, p *serviceProc, series string) float64 {
 	return -1
 }
 
+// reloadApply runs write (a new configuration), sends esbc SIGHUP and
+// waits (bounded) until a successful reload is counted; what names the
+// change in failures.
+func reloadApply(t *testing.T, p *serviceProc, what string, write func()) {
+	t.Helper()
+	ok := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`)
+	write()
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !failoverPoll(15*time.Second, func() bool {
+		return reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) > ok
+	}) {
+		t.Fatalf("%s not applied\n%s", what, failoverTail(p.logs(), 20))
+	}
+}
+
 // reloadProblems is up to n of esbc's log lines at warn or above, other
 // than the expected reload errors.
 func reloadProblems(logs string, n int) string {
@@ -337,29 +352,159 @@ func (st reloadStats) check(t *testing.T, inForce reloadInForce, okBefore, okDel
 }
 
 // reloadWaitTrunkUp waits (bounded) until esbc's SIP sockets are served
-// (an OPTIONS to each UDP listener answered: sipgo holds the socket before
-// it reads from it) and its health table has the trunk server up. Calls
+// (an OPTIONS to each listener of optionsTo answered, over the transport
+// its key names: sipgo holds the socket before it reads from it) and its
+// health table has the trunk server target (as trunk.target) up. Calls
 // placed in the first moments after "esbc ready" can fail (see
 // TestRobustCallAtReady); targets start up before their first probe.
-func reloadWaitTrunkUp(t *testing.T, p *serviceProc, trunk *failoverTrunk) {
+func reloadWaitTrunkUp(t *testing.T, p *serviceProc, target string, optionsTo ...string) {
 	t.Helper()
-	for _, key := range []string{"lan/udp", "wan/udp"} {
-		if res := serviceOptions(t, p.addr(key), "UDP", nil); res.StatusCode != 200 {
+	for _, key := range optionsTo {
+		_, transport, _ := strings.Cut(key, "/")
+		if res := serviceOptions(t, p.addr(key), strings.ToUpper(transport), nil); res.StatusCode != 200 {
 			t.Fatalf("OPTIONS to %s: %s", key, res.StartLine())
 		}
 	}
 	admin := failoverAdmin{base: "http://" + p.addr("admin")}
-	if !failoverPoll(15*time.Second, func() bool { return admin.targetUp(t, trunk.target("127.0.0.1")) == 1 }) {
-		t.Fatalf("trunk server %s not up 15 s after start\n%s", trunk.addr(), failoverTail(p.logs(), 20))
+	if !failoverPoll(15*time.Second, func() bool { return admin.targetUp(t, target) == 1 }) {
+		t.Fatalf("trunk server %s not up 15 s after start\n%s", target, failoverTail(p.logs(), 30))
 	}
 }
 
-// reloadCallResult is what the PBX saw of one call.
+// reloadCallResult is what the caller saw of one call of a load run.
 type reloadCallResult struct {
 	setupErr error
 	byeErr   error
-	stepUp   int // the configuration step in force when the call was answered
+	stepUp   int // the mark (configuration step, rotation) in force when the call was answered
 	stepBye  int // ... when its BYE was sent
+	echoes   int // RTP packets of 10 that came back; -1 when not checked
+}
+
+// reloadLoadRun is a load of calls placed in the background.
+type reloadLoadRun struct {
+	results []reloadCallResult // complete once done is closed
+	done    chan struct{}
+}
+
+// reloadLoad places n calls with dial, rate per second, each held for hold,
+// in the background. Every echoEvery-th call (0: none) sends 10 RTP
+// packets first. mark (the configuration step or rotation in force) is
+// read at each answer and BYE; before, when not nil, runs before call i is
+// placed.
+func reloadLoad[C rtpCall](n, rate int, hold time.Duration, echoEvery int, mark func() int, before func(i int),
+	dial func() (C, error)) *reloadLoadRun {
+	l := &reloadLoadRun{results: make([]reloadCallResult, n), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		var wg sync.WaitGroup
+		tick := time.NewTicker(time.Second / time.Duration(rate))
+		defer tick.Stop()
+		for i := range n {
+			<-tick.C
+			if before != nil {
+				before(i)
+			}
+			wg.Add(1)
+			go func(i int, r *reloadCallResult) {
+				defer wg.Done()
+				r.echoes = -1
+				c, err := dial()
+				if err != nil {
+					r.setupErr = err
+					return
+				}
+				r.stepUp = mark()
+				start := time.Now()
+				if echoEvery > 0 && i%echoEvery == 0 {
+					r.echoes = c.echoes(10)
+				}
+				time.Sleep(hold - time.Since(start)) // the call's hold time, not a readiness wait
+				r.stepBye = mark()
+				r.byeErr = c.hangup()
+			}(i, &l.results[i])
+		}
+		wg.Wait()
+	}()
+	return l
+}
+
+// wait waits (bounded by d) until every call of the load has ended.
+func (l *reloadLoadRun) wait(t *testing.T, p *serviceProc, d time.Duration) {
+	t.Helper()
+	select {
+	case <-l.done:
+	case <-time.After(d):
+		t.Fatalf("calls still running %s after the start\n%s", d, failoverTail(p.logs(), 30))
+	}
+}
+
+// reloadTally is what the calls of a load run saw.
+type reloadTally struct {
+	setupFailed, byeFailed    int
+	spanned                   int // calls that lived through a change of the mark
+	mediaChecked, mediaFailed int // media checks (fewer than 5 of 10 packets back: failed)
+}
+
+// tally counts the results of the load; it reports the first five set-up
+// and BYE failures and every failed media check. mark names what the
+// load's mark counts ("step", "rotation").
+func (l *reloadLoadRun) tally(t *testing.T, mark string) reloadTally {
+	t.Helper()
+	var n reloadTally
+	for i, r := range l.results {
+		switch {
+		case r.setupErr != nil:
+			n.setupFailed++
+			if n.setupFailed <= 5 {
+				t.Errorf("call %d: set-up failed: %v", i, r.setupErr)
+			}
+			continue
+		case r.byeErr != nil:
+			n.byeFailed++
+			if n.byeFailed <= 5 {
+				t.Errorf("call %d (answered under %s %d, BYE under %s %d): BYE failed: %v", i, mark, r.stepUp, mark, r.stepBye, r.byeErr)
+			}
+		case r.stepBye != r.stepUp:
+			n.spanned++
+		}
+		if r.echoes >= 0 {
+			n.mediaChecked++
+			if r.echoes < 5 {
+				n.mediaFailed++
+				t.Errorf("call %d (answered under %s %d): %d of 10 RTP packets came back", i, mark, r.stepUp, r.echoes)
+			}
+		}
+	}
+	return n
+}
+
+// reloadEarlyCalls places n calls with dial before the changes of a test
+// (what: "the changes", "the rotations"), each with media both ways.
+func reloadEarlyCalls[C rtpCall](t *testing.T, p *serviceProc, n int, what string, dial func() (C, error)) []C {
+	t.Helper()
+	var early []C
+	for i := range n {
+		c, err := dial()
+		if err != nil {
+			t.Fatalf("call %d before %s: %v\n%s", i, what, err, failoverTail(p.logs(), 30))
+		}
+		early = append(early, c)
+		mediaOK(t, fmt.Sprintf("early call %d before %s", i, what), c)
+	}
+	return early
+}
+
+// reloadEndEarly checks that the calls placed before the changes lived
+// through them (after: "12 changes", "2 rotations"): media still flows
+// both ways and their BYE succeeds.
+func reloadEndEarly[C rtpCall](t *testing.T, early []C, after string) {
+	t.Helper()
+	for i, c := range early {
+		mediaOK(t, fmt.Sprintf("early call %d after %s", i, after), c)
+		if err := c.hangup(); err != nil {
+			t.Errorf("early call %d: BYE after %s: %v", i, after, err)
+		}
+	}
 }
 
 func TestReloadUnderLoad(t *testing.T) {
@@ -371,12 +516,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	r := newReloadRig(t)
 	trunk, pbx, cfg, rn := r.trunk, r.pbx, r.cfg, r.rn
 	write := func(v reloadVariant) { serviceWrite(t, cfg, reloadConfig(v, rn)) }
-	write(reloadVariant{k: 0, level: reloadLevel(0)})
-	p := r.start(t)
-	host, port, _ := net.SplitHostPort(p.addr("lan/udp"))
-	pn, _ := strconv.Atoi(port)
-	pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: pn}
-	reloadWaitTrunkUp(t, p, trunk)
+	p := r.run(t, reloadVariant{k: 0, level: reloadLevel(0)})
 	if got := reloadConfigInForce(t, p).step(); got != 0 {
 		t.Fatalf("configuration in force at start: step %d, want 0", got)
 	}
@@ -385,78 +525,22 @@ func TestReloadUnderLoad(t *testing.T) {
 
 	// Calls up before any change: they must keep media and end with a BYE
 	// that succeeds after every change below.
-	var early []*failoverCall
-	for i := range 3 {
-		c, err := pbx.call(reloadDialled)
-		if err != nil {
-			t.Fatalf("call %d before the changes: %v\n%s", i, err, failoverTail(p.logs(), 30))
-		}
-		early = append(early, c)
-		mediaOK(t, fmt.Sprintf("early call %d before the changes", i), c)
-	}
+	dial := func() (*failoverCall, error) { return pbx.call(reloadDialled) }
+	early := reloadEarlyCalls(t, p, 3, "the changes", dial)
 
 	var step atomic.Int64 // the last step whose configuration was seen in force
-	results := make([]reloadCallResult, reloadCalls)
-	callsDone := make(chan struct{})
-	go func() {
-		defer close(callsDone)
-		var wg sync.WaitGroup
-		tick := time.NewTicker(time.Second / reloadRate)
-		defer tick.Stop()
-		for i := range reloadCalls {
-			<-tick.C
-			wg.Add(1)
-			go func(r *reloadCallResult) {
-				defer wg.Done()
-				c, err := pbx.call(reloadDialled)
-				if err != nil {
-					r.setupErr = err
-					return
-				}
-				r.stepUp = int(step.Load())
-				time.Sleep(reloadHold) // the call's hold time, not a readiness wait
-				r.stepBye = int(step.Load())
-				r.byeErr = c.hangup()
-			}(&results[i])
-		}
-		wg.Wait()
-	}()
+	load := reloadLoad(reloadCalls, reloadRate, reloadHold, 0, func() int { return int(step.Load()) }, nil, dial)
 
 	// The configuration changes, every reloadInterval until the calls are
 	// over (bounded by reloadMaxSteps).
-	st := reloadStorm(t, p, write, &step, callsDone)
-	select {
-	case <-callsDone:
-	case <-time.After(120 * time.Second):
-		t.Fatalf("calls still running 120 s after the start\n%s", failoverTail(p.logs(), 30))
-	}
+	st := reloadStorm(t, p, write, &step, load.done)
+	load.wait(t, p, 120*time.Second)
 
 	// The early calls lived through every change: media still flows both
 	// ways and their BYE succeeds.
-	for i, c := range early {
-		mediaOK(t, fmt.Sprintf("early call %d after %d changes", i, st.steps), c)
-		if err := c.hangup(); err != nil {
-			t.Errorf("early call %d: BYE after %d changes: %v", i, st.steps, err)
-		}
-	}
-
-	var setupFailed, byeFailed, spanned int
-	for i, r := range results {
-		switch {
-		case r.setupErr != nil:
-			setupFailed++
-			if setupFailed <= 5 {
-				t.Errorf("call %d: set-up failed: %v", i, r.setupErr)
-			}
-		case r.byeErr != nil:
-			byeFailed++
-			if byeFailed <= 5 {
-				t.Errorf("call %d (answered under step %d, BYE under step %d): BYE failed: %v", i, r.stepUp, r.stepBye, r.byeErr)
-			}
-		case r.stepBye != r.stepUp:
-			spanned++
-		}
-	}
+	reloadEndEarly(t, early, fmt.Sprintf("%d changes", st.steps))
+	n := load.tally(t, "step")
+	setupFailed, byeFailed, spanned := n.setupFailed, n.byeFailed, n.spanned
 	// esbc answers the PBX's BYE and sends its own to the trunk on its
 	// own: wait (bounded) for the last ones to arrive.
 	want := reloadCalls + len(early)
@@ -500,13 +584,8 @@ func TestReloadChannelsShrink(t *testing.T) {
 	}
 	failoverLeakCheck(t)
 	r := newReloadRig(t)
-	trunk, pbx, cfg, rn := r.trunk, r.pbx, r.cfg, r.rn
-	serviceWrite(t, cfg, reloadConfig(reloadVariant{k: 0, level: "info"}, rn))
-	p := r.start(t)
-	host, port, _ := net.SplitHostPort(p.addr("lan/udp"))
-	pn, _ := strconv.Atoi(port)
-	pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: pn}
-	reloadWaitTrunkUp(t, p, trunk)
+	pbx, cfg, rn := r.pbx, r.cfg, r.rn
+	p := r.run(t, reloadVariant{k: 0, level: "info"})
 	reload := func(channels int) {
 		t.Helper()
 		serviceWrite(t, cfg, reloadConfig(reloadVariant{k: 1, level: "info", channels: channels}, rn))
@@ -601,14 +680,9 @@ func TestReloadRestartOnlyKeys(t *testing.T) {
 	}
 	failoverLeakCheck(t)
 	r := newReloadRig(t)
-	trunk, pbx, cfg, rn := r.trunk, r.pbx, r.cfg, r.rn
-	serviceWrite(t, cfg, reloadConfig(reloadVariant{k: 0, level: "info"}, rn))
-	p := r.start(t)
+	pbx, cfg, rn := r.pbx, r.cfg, r.rn
+	p := r.run(t, reloadVariant{k: 0, level: "info"})
 	lan := p.addr("lan/udp")
-	host, port, _ := net.SplitHostPort(lan)
-	pn, _ := strconv.Atoi(port)
-	pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: pn}
-	reloadWaitTrunkUp(t, p, trunk)
 	up, err := pbx.call(reloadDialled)
 	if err != nil {
 		t.Fatal(err)
@@ -616,16 +690,7 @@ func TestReloadRestartOnlyKeys(t *testing.T) {
 
 	reload := func(v reloadVariant) {
 		t.Helper()
-		ok := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`)
-		serviceWrite(t, cfg, reloadConfig(v, rn))
-		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
-		if !failoverPoll(15*time.Second, func() bool {
-			return reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) > ok
-		}) {
-			t.Fatalf("reload (restartOnly %v) not applied\n%s", v.restartOnly, failoverTail(p.logs(), 20))
-		}
+		reloadApply(t, p, fmt.Sprintf("reload (restartOnly %v)", v.restartOnly), func() { serviceWrite(t, cfg, reloadConfig(v, rn)) })
 	}
 	reload(reloadVariant{k: 1, level: "info", restartOnly: true})
 	if v := reloadMetric(t, p, "esbc_config_restart_required"); v != 1 {
@@ -693,6 +758,17 @@ func newReloadRig(t *testing.T) *reloadRig {
 		trunk: trunk, pbx: pbx, bin: serviceBuild(t, dir), cfg: filepath.Join(dir, "esbc.yaml"),
 		rn: reloadNet{pbxPort: pbx.port(), trunkPort: trunk.port, trunkTransport: "udp", codecs: "PCMU, telephone-event", rtp: reloadRTPRange()},
 	}
+}
+
+// run writes the rig's configuration for v, starts esbc on it, points the
+// PBX at its LAN UDP listener and waits until the trunk is up.
+func (r *reloadRig) run(t *testing.T, v reloadVariant) *serviceProc {
+	t.Helper()
+	serviceWrite(t, r.cfg, reloadConfig(v, r.rn))
+	p := r.start(t)
+	r.pbx.dialTo(p.addr("lan/udp"))
+	reloadWaitTrunkUp(t, p, r.trunk.target("127.0.0.1"), "lan/udp", "wan/udp")
+	return p
 }
 
 // start runs esbc on the rig's configuration; at the end of the test it is

@@ -126,22 +126,9 @@ func newRobustEnv(t *testing.T) *robustEnv {
 	e.roots.AppendCertsFromPEM(certPEM)
 	cfg := filepath.Join(dir, "esbc.yaml")
 	serviceWrite(t, cfg, robustConfig(dir, e.pbx.port(), e.trunk.port, dead, robustRTPRange()))
-	e.p = serviceStart(t, bin, cfg)
-	t.Cleanup(func() {
-		_ = e.p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-e.p.exit:
-			if err != nil {
-				t.Errorf("esbc exit after SIGTERM: %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("esbc did not stop 20 s after SIGTERM")
-		}
-	})
-	host, port, _ := net.SplitHostPort(e.p.addr("lan/udp"))
-	n, _ := strconv.Atoi(port)
-	e.pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: n}
-	reloadWaitTrunkUp(t, e.p, e.trunk)
+	e.p = (&reloadRig{bin: bin, cfg: cfg}).start(t)
+	e.pbx.dialTo(e.p.addr("lan/udp"))
+	reloadWaitTrunkUp(t, e.p, e.trunk.target("127.0.0.1"), "lan/udp", "wan/udp")
 	return e
 }
 
@@ -829,16 +816,7 @@ func TestRobustAdminToken(t *testing.T) {
 	}
 
 	// No token file (a hot key): /api/ is loopback-only, 403 from here.
-	okBefore := reloadMetric(t, p, `esbc_config_reload_total{result="success"}`)
-	serviceWrite(t, cfg, robustAdminConfig(ip, ""))
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	if !failoverPoll(15*time.Second, func() bool {
-		return reloadMetric(t, p, `esbc_config_reload_total{result="success"}`) > okBefore
-	}) {
-		t.Fatalf("reload without token_file not applied\n%s", failoverTail(p.logs(), 20))
-	}
+	reloadApply(t, p, "reload without token_file", func() { serviceWrite(t, cfg, robustAdminConfig(ip, "")) })
 	for _, auth := range []string{"", "Bearer rotated"} {
 		if c, _ := do("GET", "/api/v1/config", auth); c != 403 {
 			t.Errorf("no token file, Authorization %q: %d, want 403", auth, c)
@@ -874,9 +852,7 @@ func TestRobustCallAtReady(t *testing.T) {
 	var failed []string
 	for i := range starts {
 		p := serviceStart(t, bin, cfg)
-		host, port, _ := net.SplitHostPort(p.addr("lan/udp"))
-		pn, _ := strconv.Atoi(port)
-		pbx.esbc = sip.Uri{Scheme: "sip", Host: host, Port: pn}
+		pbx.dialTo(p.addr("lan/udp"))
 		c, err := pbx.call(reloadDialled)
 		if err != nil {
 			code := robustStatus(err)

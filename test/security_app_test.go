@@ -5,7 +5,6 @@ import (
 	"context"
 	cryptotls "crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -23,28 +22,12 @@ import (
 	"time"
 )
 
-// secApp is a running esbc binary, with the addresses its logs announced.
+// secApp is a running esbc binary (a serviceProc) with its configuration
+// file.
 type secApp struct {
-	cmd   *exec.Cmd
-	cfg   string
-	mu    sync.Mutex
-	logs  []string
-	addrs map[string]string // "admin", "lan/udp", "lan/tcp", "wan/udp"
-	ready chan struct{}
-	exit  chan error
-	once  sync.Once
-}
-
-func secBuild(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "esbc")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/esbc")
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/esbc: %v\n%s", err, out)
-	}
-	return bin
+	*serviceProc
+	cfg  string
+	once sync.Once
 }
 
 func secAppConfig(lanDeny, captureDir string) string {
@@ -69,47 +52,12 @@ security:
 func secStartApp(t *testing.T, cfg string) *secApp {
 	t.Helper()
 	dir := t.TempDir()
-	a := &secApp{cfg: filepath.Join(dir, "esbc.yaml"), addrs: map[string]string{}, ready: make(chan struct{}), exit: make(chan error, 1)}
+	a := &secApp{cfg: filepath.Join(dir, "esbc.yaml")}
 	if err := os.WriteFile(a.cfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a.cmd = exec.Command(secBuild(t), "run", "--config", a.cfg)
-	stderr, err := a.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		var once sync.Once
-		for sc.Scan() {
-			var m map[string]any
-			_ = json.Unmarshal(sc.Bytes(), &m)
-			a.mu.Lock()
-			a.logs = append(a.logs, sc.Text())
-			switch m["msg"] {
-			case "admin listener bound":
-				a.addrs["admin"] = fmt.Sprint(m["addr"])
-			case "sip listener bound":
-				a.addrs[fmt.Sprintf("%v/%v", m["side"], m["network"])] = fmt.Sprint(m["addr"])
-			case "esbc ready":
-				once.Do(func() { close(a.ready) })
-			}
-			a.mu.Unlock()
-		}
-		a.exit <- a.cmd.Wait()
-	}()
+	a.serviceProc = serviceStart(t, serviceBuild(t, dir), a.cfg)
 	t.Cleanup(a.stop)
-	select {
-	case <-a.ready:
-	case err := <-a.exit:
-		a.exit <- err
-		t.Fatalf("esbc exited: %v\n%s", err, a.log())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("esbc not ready\n%s", a.log())
-	}
 	return a
 }
 
@@ -125,18 +73,6 @@ func (a *secApp) stop() {
 		}
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	})
-}
-
-func (a *secApp) log() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return strings.Join(a.logs, "\n")
-}
-
-func (a *secApp) addr(k string) string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.addrs[k]
 }
 
 func (a *secApp) http(t *testing.T, method, path string) (int, string) {
@@ -257,17 +193,11 @@ func TestSecurityApp(t *testing.T) {
 	}
 
 	// Reload: deny 127.0.0.3 too (SIGHUP); it gets nothing from then on.
-	if err := os.WriteFile(a.cfg, []byte(secAppConfig(`"127.0.0.2/32", "127.0.0.3/32"`, capDir)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	before := a.metric(t, `esbc_config_reload_total{result="success"}`)
-	_ = a.cmd.Process.Signal(syscall.SIGHUP)
-	for i := 0; a.metric(t, `esbc_config_reload_total{result="success"}`) <= before; i++ {
-		if i > 1000 {
-			t.Fatalf("no reload\n%s", a.log())
+	reloadApply(t, a.serviceProc, "reload denying 127.0.0.3", func() {
+		if err := os.WriteFile(a.cfg, []byte(secAppConfig(`"127.0.0.2/32", "127.0.0.3/32"`, capDir)), 0o600); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	})
 	secSend(t, other, lan)
 	if l := secAsk(t, pbx, lan); l != "SIP/2.0 200 OK" {
 		t.Fatalf("PBX OPTIONS after reload: %q", l)

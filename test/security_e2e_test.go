@@ -4,10 +4,8 @@ package test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -46,25 +44,17 @@ func TestSecurityFloodDuringCalls(t *testing.T) {
 	sent := <-done
 	floodTime := time.Since(start)
 
-	res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", n.admin, acl.BansPath))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var body struct{ Bans []acl.BanInfo }
-	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
-		t.Fatal(err)
-	}
+	bans := secBans(t, fmt.Sprintf("http://127.0.0.1:%d", n.admin))
 	var ban *acl.BanInfo
-	for i := range body.Bans {
-		if body.Bans[i].Addr.String() == "127.0.0.5" {
-			ban = &body.Bans[i]
+	for i := range bans {
+		if bans[i].Addr.String() == "127.0.0.5" {
+			ban = &bans[i]
 		} else {
-			t.Errorf("a legitimate source was banned: %+v", body.Bans[i])
+			t.Errorf("a legitimate source was banned: %+v", bans[i])
 		}
 	}
 	if ban == nil {
-		t.Fatalf("flooder not banned after %d datagrams: %+v", sent, body.Bans)
+		t.Fatalf("flooder not banned after %d datagrams: %+v", sent, bans)
 	}
 	checkMedia(t, n.waitCDRs(t, calls))
 	rss1, peak := p.rssKiB(t)

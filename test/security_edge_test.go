@@ -214,6 +214,23 @@ func secRawOptions(src string, extra ...string) []byte {
 	return []byte(b.String())
 }
 
+// secAnswered sends an OPTIONS from c to dst (UDP: up to five times, a
+// second apart) and reports whether a 200 came back.
+func secAnswered(t *testing.T, c *net.UDPConn, dst *net.UDPAddr) bool {
+	t.Helper()
+	buf := make([]byte, 4096)
+	for range 5 {
+		if _, err := c.WriteToUDP(secRawOptions(c.LocalAddr().String()), dst); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		if n, _, err := c.ReadFrom(buf); err == nil && strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
+			return true
+		}
+	}
+	return false
+}
+
 // secUDP is a raw UDP socket on local IP src.
 func secUDP(t *testing.T, src string) *net.UDPConn {
 	t.Helper()

@@ -203,6 +203,20 @@ func TestSecurityFloodAgainstRunningSBC(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := secFlood(context.Background(), c, dst, 20000, 3*time.Second)
+	bans := secBans(t, admin)
+	for _, b := range bans {
+		if b.Addr.String() == src {
+			t.Logf("%d datagrams sent; %s banned until %v", sent, src, b.Until)
+			return
+		}
+	}
+	t.Fatalf("%s not banned after %d datagrams: %+v", src, sent, bans)
+}
+
+// secBans is the ban list of the esbc whose admin API is at admin
+// (http://host:port).
+func secBans(t *testing.T, admin string) []acl.BanInfo {
+	t.Helper()
 	res, err := http.Get(strings.TrimSuffix(admin, "/") + acl.BansPath)
 	if err != nil {
 		t.Fatal(err)
@@ -212,11 +226,5 @@ func TestSecurityFloodAgainstRunningSBC(t *testing.T) {
 	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range body.Bans {
-		if b.Addr.String() == src {
-			t.Logf("%d datagrams sent; %s banned until %v", sent, src, b.Until)
-			return
-		}
-	}
-	t.Fatalf("%s not banned after %d datagrams: %+v", src, sent, body.Bans)
+	return body.Bans
 }

@@ -18,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -42,6 +41,20 @@ func rotationServed(t *testing.T, addr string, roots *x509.CertPool) *big.Int {
 	}
 	defer c.Close()
 	return c.ConnectionState().PeerCertificates[0].SerialNumber
+}
+
+// rotationInstall replaces files of dir, in order (rename-replace, as
+// certificate managers do): each {name, from} with the file name of the
+// directory from.
+func rotationInstall(t *testing.T, dir string, files ...[2]string) {
+	t.Helper()
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(f[1], f[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		serviceWrite(t, filepath.Join(dir, f[0]), b)
+	}
 }
 
 // rotationOptions sends an OPTIONS over an open TLS connection and reads
@@ -71,12 +84,6 @@ func rotationOptions(c *cryptotls.Conn, r *bufio.Reader, n int) (string, error) 
 	return strings.TrimSpace(status), nil
 }
 
-// rotationResult is what the trunk saw of one call.
-type rotationResult struct {
-	setupErr, byeErr error
-	rotUp, rotBye    int // rotations done when the call was answered / hung up
-}
-
 // TestTLSRotationUnderLoad: 90 inbound calls at 15/s, each held 2 s, over
 // the trunk's TLS connection to esbc's WAN listener, while the WAN
 // certificate is rotated twice (new key and certificate files from the
@@ -92,11 +99,8 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 	}
 	failoverLeakCheck(t)
 	dir := t.TempDir()
-	ca := b2buaE2ECA(t, dir)
-	first := ca.leaf(t, dir, "esbc", "127.0.0.1")
-	trunkCert := ca.leaf(t, dir, "trunk", "127.0.0.1", "trunk.example.test")
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.cert)
+	pki := newEdgePKI(t, dir, "127.0.0.1", "127.0.0.1")
+	ca, first, trunkCert, roots := pki.ca, pki.esbc, pki.trunk, pki.roots
 	serialOf := func(c cryptotls.Certificate) *big.Int {
 		x, err := x509.ParseCertificate(c.Certificate[0])
 		if err != nil {
@@ -112,11 +116,7 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 	r := &reloadRig{bin: serviceBuild(t, dir), cfg: cfg}
 	p := r.start(t)
 	wan := p.addr("wan/tls")
-	admin := failoverAdmin{base: "http://" + p.addr("admin")}
-	target := "127.0.0.1/" + trunk.addr() + "/tls"
-	if !failoverPoll(15*time.Second, func() bool { return admin.targetUp(t, target) == 1 }) {
-		t.Fatalf("trunk server %s not up 15 s after start\n%s", target, failoverTail(p.logs(), 30))
-	}
+	reloadWaitTrunkUp(t, p, "127.0.0.1/"+trunk.addr()+"/tls")
 	if got, want := rotationServed(t, wan, roots), serialOf(first); got.Cmp(want) != 0 {
 		t.Fatalf("certificate served at start: serial %v, want %v", got, want)
 	}
@@ -136,47 +136,17 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 	}
 
 	// Calls up before the rotations (media checked after them).
-	var early []*edgeCall
-	for i := range 2 {
-		c, err := trunk.call(wan, "+14155550100")
-		if err != nil {
-			t.Fatalf("call %d before the rotations: %v\n%s", i, err, failoverTail(p.logs(), 30))
-		}
-		c.mediaOK(t, fmt.Sprintf("early call %d before the rotations", i))
-		early = append(early, c)
-	}
+	dial := func() (*edgeCall, error) { return trunk.call(wan, "+14155550100") }
+	early := reloadEarlyCalls(t, p, 2, "the rotations", dial)
 
-	var rotations atomic.Int64 // rotations done (seen in force)
-	rotDone := func() int { return int(rotations.Load()) }
-	results := make([]rotationResult, rotationCalls)
+	var rotations atomic.Int64      // rotations done (seen in force)
 	third := make(chan struct{}, 2) // one signal after a third, one after two thirds of the calls started
-	callsDone := make(chan struct{})
-	go func() {
-		defer close(callsDone)
-		var wg sync.WaitGroup
-		tick := time.NewTicker(time.Second / rotationRate)
-		defer tick.Stop()
-		for i := range rotationCalls {
-			<-tick.C
+	load := reloadLoad(rotationCalls, rotationRate, rotationHold, 0, func() int { return int(rotations.Load()) },
+		func(i int) {
 			if i == rotationCalls/3 || i == 2*rotationCalls/3 {
 				third <- struct{}{}
 			}
-			wg.Add(1)
-			go func(res *rotationResult) {
-				defer wg.Done()
-				c, err := trunk.call(wan, "+14155550100")
-				if err != nil {
-					res.setupErr = err
-					return
-				}
-				res.rotUp = rotDone()
-				time.Sleep(rotationHold) // the call's hold time, not a readiness wait
-				res.rotBye = rotDone()
-				res.byeErr = c.hangup()
-			}(&results[i])
-		}
-		wg.Wait()
-	}()
+		}, dial)
 
 	// Two rotations: new key and certificate (rename-replace each), SIGHUP,
 	// then a fresh handshake must present the new certificate (bounded).
@@ -190,13 +160,7 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 		}
 		next := ca.leaf(t, stage, "esbc", "127.0.0.1")
 		want := serialOf(next)
-		for _, f := range []string{"esbc.key", "esbc.crt"} {
-			b, err := os.ReadFile(filepath.Join(stage, f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			serviceWrite(t, filepath.Join(dir, f), b)
-		}
+		rotationInstall(t, dir, [2]string{"esbc.key", stage}, [2]string{"esbc.crt", stage})
 		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
 		}
@@ -207,36 +171,12 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 		current = want
 		rotations.Store(int64(k))
 	}
-	select {
-	case <-callsDone:
-	case <-time.After(90 * time.Second):
-		t.Fatalf("calls still running 90 s after the start\n%s", failoverTail(p.logs(), 30))
-	}
+	load.wait(t, p, 90*time.Second)
 
 	// Calls up before the rotations: media both ways, BYE succeeds.
-	for i, c := range early {
-		c.mediaOK(t, fmt.Sprintf("early call %d after 2 rotations", i))
-		if err := c.hangup(); err != nil {
-			t.Errorf("early call %d: BYE after 2 rotations: %v", i, err)
-		}
-	}
-	var setupFailed, byeFailed, spanned int
-	for i, r := range results {
-		switch {
-		case r.setupErr != nil:
-			setupFailed++
-			if setupFailed <= 5 {
-				t.Errorf("call %d: set-up failed: %v", i, r.setupErr)
-			}
-		case r.byeErr != nil:
-			byeFailed++
-			if byeFailed <= 5 {
-				t.Errorf("call %d (answered after rotation %d, BYE after %d): BYE failed: %v", i, r.rotUp, r.rotBye, r.byeErr)
-			}
-		case r.rotBye != r.rotUp:
-			spanned++
-		}
-	}
+	reloadEndEarly(t, early, "2 rotations")
+	n := load.tally(t, "rotation")
+	setupFailed, byeFailed, spanned := n.setupFailed, n.byeFailed, n.spanned
 	want := int64(rotationCalls + len(early))
 	failoverPoll(10*time.Second, func() bool { return pbx.byes.Load() >= want })
 	t.Logf("%d inbound calls over TLS at %d/s held %s, 2 certificate rotations: %d set-up failures, %d BYE failures, "+
@@ -265,13 +205,7 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 	ca.leaf(t, stage, "esbc", "127.0.0.1")
 	other := t.TempDir()
 	ca.leaf(t, other, "esbc", "127.0.0.1")
-	for f, from := range map[string]string{"esbc.crt": stage, "esbc.key": other} {
-		b, err := os.ReadFile(filepath.Join(from, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		serviceWrite(t, filepath.Join(dir, f), b)
-	}
+	rotationInstall(t, dir, [2]string{"esbc.crt", stage}, [2]string{"esbc.key", other})
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -295,14 +229,7 @@ func TestTLSRotationUnderLoad(t *testing.T) {
 	// A new trunk UA (its own handshake, verified against the CA) calls
 	// through after the rotations.
 	fresh := newEdgeUA(t, "trunk-fresh", "127.0.0.1", "tls", &trunkCert, roots)
-	c, err := fresh.call(wan, "+14155550100")
-	if err != nil {
-		t.Fatalf("call from a new TLS connection after the rotations: %v\n%s", err, failoverTail(p.logs(), 20))
-	}
-	c.mediaOK(t, "call on a new TLS connection after the rotations")
-	if err := c.hangup(); err != nil {
-		t.Errorf("BYE: %v", err)
-	}
+	fresh.callThrough(t, p, wan, "+14155550100", "call on a new TLS connection after the rotations")
 	if strings.Contains(p.logs(), "panic") {
 		t.Errorf("esbc logged a panic:\n%s", failoverTail(p.logs(), 40))
 	}
