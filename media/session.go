@@ -201,7 +201,8 @@ func keysFrom(c sdp.Crypto) (*keys, error) {
 	default:
 		return nil, fmt.Errorf("%w: suite %s", ErrNotAcceptable, c.Suite)
 	}
-	return &keys{suite: c.Suite, profile: prof, key: c.Key, mki: c.MKIBytes(), keyLen: su.KeyLen}, nil
+	// su.Name, not c.Suite: a substring would keep the whole SDP body alive.
+	return &keys{suite: su.Name, profile: prof, key: c.Key, mki: c.MKIBytes(), keyLen: su.KeyLen}, nil
 }
 
 func sameKeys(a, b *keys) bool {
@@ -245,7 +246,7 @@ func mainCodec(m *sdp.Media) (name string, rate int64) {
 			if c.Rate == 0 {
 				c.Rate = 8000
 			}
-			return c.Name, int64(c.Rate)
+			return strings.Clone(c.Name), int64(c.Rate) // kept in the plan: not a substring of the body
 		}
 	}
 	return "", 8000
@@ -283,7 +284,9 @@ func (s *Session) Offer(from int, body []byte) ([]byte, error) {
 	cfg := s.e.config()
 	for i, m := range off.Media {
 		om := out.Media[i]
-		pl := pendLine{proto: m.Proto, direction: m.Direction()}
+		// Strings kept for the call's lifetime are copied: a substring
+		// would keep the whole SDP body alive.
+		pl := pendLine{proto: strings.Clone(m.Proto), direction: m.Direction()}
 		why := ""
 		if m.Port == 0 {
 			why = "disabled by the offerer"
@@ -423,7 +426,7 @@ func (s *Session) offerCodecs(x, y int, m *sdp.Media, pl *pendLine, transcode bo
 			if !strings.EqualFold(c.Name, "telephone-event") && !strings.EqualFold(c.Name, "CN") {
 				voice = true
 				if pl.codec == "" {
-					pl.codec = c.Name
+					pl.codec = strings.Clone(c.Name)
 				}
 			}
 		}
@@ -445,7 +448,7 @@ func (s *Session) offerCodecs(x, y int, m *sdp.Media, pl *pendLine, transcode bo
 			}
 			if allowed(s.legs[x].Codecs, c.Name) && allowed(s.legs[y].Codecs, other) {
 				pl.xc = &g711Pair{offerPT: opt, answerPT: apt}
-				pl.codec = c.Name
+				pl.codec = strings.Clone(c.Name)
 				return append([]string{fmt.Sprint(apt)}, events...), ""
 			}
 		}
@@ -534,7 +537,7 @@ func (s *Session) bind(leg, index int, media string) (*endpoint, error) {
 		if self.IsUnspecified() {
 			self = s.legs[leg].Advertise.Unmap()
 		}
-		callID := s.legs[leg].CallID
+		callID := strings.Clone(s.legs[leg].CallID) // may be a substring of a whole SIP message
 		if callID == "" {
 			callID = s.id
 		}
