@@ -25,6 +25,9 @@
 //	ESBC_BENCH_RTP_SECONDS  RTP before the measurement (default 15)
 //	ESBC_BENCH_SETTLE       seconds after the ramp before the idle figure (default 35: the
 //	                        setup transactions' timers)
+//	ESBC_BENCH_PROFILE=dir  save esbc's heap profiles there (after a GC, from
+//	                        /api/v1/debug/pprof/heap): heap-quiet.pb.gz (calls up, no RTP),
+//	                        heap-rtp.pb.gz (RTP flowing); read with go tool pprof -sample_index=inuse_space
 package bench
 
 import (
@@ -46,6 +49,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 )
@@ -264,6 +268,48 @@ func (s memSample) String() string {
 		s.rssKiB, s.peakKiB, s.heapInuse/1024, s.stackInuse/1024, s.sysMem/1024, s.goroutines)
 }
 
+// memProfile saves esbc's heap profile as dir/name when ESBC_BENCH_PROFILE=dir.
+func memProfile(t *testing.T, e *sipESBC, name string) {
+	t.Helper()
+	dir := os.Getenv("ESBC_BENCH_PROFILE")
+	if dir == "" {
+		return
+	}
+	res, err := http.Get(e.admin + "/api/v1/debug/pprof/heap?gc=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("heap profile: %d %v", res.StatusCode, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// memPair binds an RTP socket on an even port and its RTCP socket on the
+// next one (esbc accepts RTCP only from the SDP port + 1).
+func memPair(t *testing.T) (rtpC, rtcpC *net.UDPConn) {
+	t.Helper()
+	for range 100 {
+		c := mediaListen(t)
+		p := mediaPort(c)
+		if p%2 != 0 {
+			continue
+		}
+		c2, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p + 1})
+		if err != nil {
+			continue
+		}
+		t.Cleanup(func() { c2.Close() })
+		return c, c2
+	}
+	t.Fatal("no free even/odd port pair")
+	return nil, nil
+}
+
 // memCallPorts is esbc's media ports of one call, from /api/v1/calls.
 type memCallPorts struct{ lan, wan netip.AddrPort }
 
@@ -352,7 +398,9 @@ func memMediaStats(t *testing.T, e *sipESBC) (in, out, dropped [2]uint64) {
 // overflow the loopback backlog). Nothing reads what esbc relays back:
 // esbc's own counters show it (the sockets' queues overflow into the
 // kernel's drop counter, at no cost to esbc).
-func memGenerator(t *testing.T, pbx, trunk *net.UDPConn, calls []memCallPorts, enc *srtp.Context, pps int, stop <-chan struct{}) (sent int, late time.Duration) {
+// Every call also sends an RTCP sender report on each leg every 5 s (SRTCP
+// toward the trunk leg), so esbc's RTCP paths and SRTCP contexts are live.
+func memGenerator(t *testing.T, pbx, trunk, pbxRTCP, trunkRTCP *net.UDPConn, calls []memCallPorts, enc *srtp.Context, pps int, stop <-chan struct{}) (sent int, late time.Duration) {
 	t.Helper()
 	pkt := make([]byte, mediaPktSize)
 	pkt[0], pkt[1] = 0x80, 8 // PCMA
@@ -397,6 +445,29 @@ func memGenerator(t *testing.T, pbx, trunk *net.UDPConn, calls []memCallPorts, e
 				return sent, late
 			}
 			sent += 2
+			if int(seq)%(5*pps) != i%(5*pps) {
+				continue
+			}
+			for leg, ssrc := range []uint32{uint32(i + 1), uint32(0x10000 + i)} {
+				sr, err := (&rtcp.SenderReport{SSRC: ssrc, NTPTime: uint64(time.Now().UnixNano()), RTPTime: uint32(seq) * 160,
+					PacketCount: uint32(seq), OctetCount: uint32(seq) * 160}).Marshal()
+				if err != nil {
+					t.Error(err)
+					return sent, late
+				}
+				c, dst := pbxRTCP, calls[i].lan
+				if leg == 1 {
+					if sr, err = enc.EncryptRTCP(nil, sr, nil); err != nil {
+						t.Error(err)
+						return sent, late
+					}
+					c, dst = trunkRTCP, calls[i].wan
+				}
+				if _, err := c.WriteToUDPAddrPort(sr, netip.AddrPortFrom(dst.Addr(), dst.Port()+1)); err != nil {
+					t.Error(err)
+					return sent, late
+				}
+			}
 		}
 	}
 }
@@ -420,7 +491,8 @@ func TestMemoryPerCallRTP(t *testing.T) {
 	cfg := strings.Replace(n.config(), `srtp: "off"`, "srtp: mandatory\n    allow_sdes_insecure: true", 1)
 
 	// The generator's sockets: the media addresses of every call's SDP.
-	pbxRTP, trunkRTP := mediaListen(t), mediaListen(t)
+	pbxRTP, pbxRTCP := memPair(t)
+	trunkRTP, trunkRTCP := memPair(t)
 	key := make([]byte, 30)
 	if _, err := rand.Read(key); err != nil {
 		t.Fatal(err)
@@ -441,10 +513,17 @@ func TestMemoryPerCallRTP(t *testing.T) {
 		"-key", "trunk_key", base64.StdEncoding.EncodeToString(key))
 	sipWaitBound(t, "udp", n.trunk)
 
+	if os.Getenv("ESBC_BENCH_PROFILE") != "" {
+		// A finer heap sample (the default is one per 512 KiB allocated)
+		// for esbc only: build first, then run it with GODEBUG set.
+		t.Setenv("ESBC_BINARY", sipBinary(t, n.dir))
+		t.Setenv("GODEBUG", "memprofilerate=4096")
+	}
 	e := sipStartESBC(t, n.dir, cfg, n.admin)
 	time.Sleep(time.Second) // the trunk's first OPTIONS, the admin server's first scrape
 	idle := memRead(t, e)
 	fmt.Printf("BENCH memory idle %s\n", idle)
+	memProfile(t, e, "heap-idle.pb.gz")
 
 	rate := 200
 	hold := time.Duration(want/rate)*time.Second + settle + time.Duration(rtpSecs+20)*time.Second
@@ -467,15 +546,18 @@ func TestMemoryPerCallRTP(t *testing.T) {
 	}
 	rampDone := time.Now()
 	fmt.Printf("BENCH memory calls=%d up; peak during the ramp %s\n", want, memRead(t, e))
+	// The media ports, before the settle period: the listing's garbage
+	// is then part of both the quiet and the RTP figure.
+	calls := memCalls(t, e)
 	time.Sleep(settle)
 	quiet := memRead(t, e)
 	fmt.Printf("BENCH memory calls=%d no RTP, %s after the ramp: %s\n", want, settle, quiet)
 	fmt.Printf("BENCH memory calls=%d no RTP per call: %s\n", want, quiet.perCall(idle, want))
+	memProfile(t, e, "heap-quiet.pb.gz")
 	if pps == 0 {
 		return
 	}
 
-	calls := memCalls(t, e)
 	if len(calls) != want {
 		t.Fatalf("/api/v1/calls lists %d calls with both media legs, want %d", len(calls), want)
 	}
@@ -487,7 +569,7 @@ func TestMemoryPerCallRTP(t *testing.T) {
 	cpu0, w0 := e.cpu(t), time.Now()
 	go func() {
 		defer wg.Done()
-		sent, late = memGenerator(t, pbxRTP, trunkRTP, calls, enc, pps, stop)
+		sent, late = memGenerator(t, pbxRTP, trunkRTP, pbxRTCP, trunkRTCP, calls, enc, pps, stop)
 	}()
 	// Steady state: SRTP contexts exist after the first packets and the
 	// loops' stacks have grown; sample the last few seconds.
@@ -498,6 +580,7 @@ func TestMemoryPerCallRTP(t *testing.T) {
 		samples = append(samples, memRead(t, e))
 	}
 	cpu, wall := e.cpu(t)-cpu0, time.Since(w0)
+	memProfile(t, e, "heap-rtp.pb.gz")
 	close(stop)
 	wg.Wait()
 	hi := samples[0]
@@ -507,6 +590,7 @@ func TestMemoryPerCallRTP(t *testing.T) {
 			hi = s
 		}
 	}
+	time.Sleep(time.Second) // what is still queued toward esbc is relayed before the count
 	in, out, dropped := memMediaStats(t, e)
 	fmt.Printf("BENCH memory calls=%d RTP %dpps/stream both legs (SRTP on the trunk leg) per call, highest RSS sample: %s\n", want, pps, hi.perCall(idle, want))
 	fmt.Printf("BENCH memory calls=%d RTP sent=%d over %.1fs (generator late by up to %v) esbc in lan=%d wan=%d out lan=%d wan=%d dropped lan=%d wan=%d esbc_cpu=%.0f%% of a core; ramp ended %s ago\n",
