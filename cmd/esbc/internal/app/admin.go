@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -53,6 +55,21 @@ func newAdmin(log *zap.Logger, m *metrics, snap SnapshotFunc, ready *atomic.Bool
 	})
 	a.mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, status())
+	})
+	// Runtime profiles (pprof format: go tool pprof URL) behind the /api/
+	// guard (loopback or bearer token): heap, allocs, goroutine, …;
+	// ?gc=1 collects garbage first, so the heap profile shows live memory.
+	a.mux.HandleFunc("GET /api/v1/debug/pprof/{profile}", func(w http.ResponseWriter, r *http.Request) {
+		p := pprof.Lookup(r.PathValue("profile"))
+		if p == nil {
+			http.Error(w, "unknown profile", http.StatusNotFound)
+			return
+		}
+		if r.URL.Query().Get("gc") == "1" {
+			runtime.GC()
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_ = p.WriteTo(w, 0)
 	})
 	return a
 }

@@ -432,6 +432,15 @@ func TestAdminEndpoints(t *testing.T) {
 	if !strings.Contains(httpGet(t, r, "/api/v1/status"), `"lan"`) {
 		t.Fatal("status lacks listeners")
 	}
+	// Heap profile in pprof format (gzip-compressed protobuf).
+	if p := httpGet(t, r, "/api/v1/debug/pprof/heap?gc=1"); len(p) < 2 || p[0] != 0x1f || p[1] != 0x8b {
+		t.Fatalf("heap profile is not gzip (%d bytes)", len(p))
+	}
+	if res, err := http.Get("http://" + r.app.AdminAddr() + "/api/v1/debug/pprof/nosuch"); err != nil {
+		t.Fatal(err)
+	} else if res.Body.Close(); res.StatusCode != 404 {
+		t.Fatalf("unknown profile: %d", res.StatusCode)
+	}
 	// A client that is not on loopback needs the bearer token.
 	tokenFile := filepath.Join(r.dir, "token")
 	must(t, os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600))
