@@ -150,7 +150,7 @@ func (b *B2BUA) Register(lan, wan Endpoint) error {
 	return nil
 }
 
-const allowMethods = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, REFER, NOTIFY"
+const allowMethods = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, PRACK, REFER, NOTIFY"
 
 // guard adapts a handler and keeps a panic in it from ending the process.
 func (b *B2BUA) guard(s *side, h func(*side, *sip.Request, sip.ServerTransaction)) sipgo.RequestHandler {
@@ -359,7 +359,7 @@ func (b *B2BUA) onOptions(s *side, req *sip.Request, tx sip.ServerTransaction) {
 	b.respond(s, req, tx, 200, "OK",
 		sip.NewHeader("Allow", allowMethods),
 		sip.NewHeader("Accept", "application/sdp"),
-		sip.NewHeader("Supported", "replaces, timer"))
+		sip.NewHeader("Supported", "100rel, timer"))
 }
 
 func (b *B2BUA) retryAfter() sip.Header {

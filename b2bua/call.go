@@ -122,6 +122,7 @@ type Call struct {
 	esbcRefreshes bool
 	refreshT      *time.Timer
 	st            SessionTimers // RFC 4028 state per leg (timer.go)
+	prack         PrackState    // RFC 3262 state (prack.go)
 }
 
 // ackWait is a 2xx to a re-INVITE waiting for the ACK with CSeq seq.
@@ -181,6 +182,9 @@ func (b *B2BUA) onInvite(s *side, req *sip.Request, tx sip.ServerTransaction) {
 		if errors.Is(err, ErrIntervalTooSmall) {
 			hdrs = append(hdrs, minSEHeader(b.cfg.Load()))
 		}
+		if h := unsupportedHeader(err); h != nil {
+			hdrs = append(hdrs, h)
+		}
 		b.respond(s, req, tx, code, reason, hdrs...)
 		b.awaitNon2xxAck(tx)
 		return
@@ -194,12 +198,16 @@ func (b *B2BUA) newCall(s *side, req *sip.Request, tx sip.ServerTransaction) (*C
 	if req.Contact() == nil || req.From() == nil || req.CSeq() == nil {
 		return nil, ErrBadRequest
 	}
+	if err := checkRequire(req); err != nil { // RFC 3261 §8.2.2.3
+		return nil, err
+	}
 	if err := checkInterval(cfg, req); err != nil {
 		return nil, err
 	}
 	c := &Call{ID: newCallID(), Start: time.Now(), cfg: cfg, ackCh: make(chan struct{}), endCh: make(chan struct{}),
 		lateOffer: len(req.Body()) == 0}
 	c.setupCtx, c.setupCancel = context.WithCancelCause(context.Background())
+	c.prack.ReliableA = hasOptionTag(req, "Require", "100rel")
 	c.From = req.From().Address.User
 	if cfg.SessionExpires > 0 && !supportsTimer(req) {
 		c.ownTimer = true
@@ -545,6 +553,8 @@ func (b *B2BUA) setup(c *Call, req *sip.Request, tx sip.ServerTransaction) {
 	} else if len(answer) == 0 {
 		answer = c.lastAnswerA
 	}
+	// RFC 3262 §3: no 2xx before the PRACK of a reliable 18x with SDP.
+	b.awaitPrackA(c)
 	// The answered state and a hang-up during set-up are decided under
 	// c.mu: either hangup sees StateAnswered (and ends the call with BYEs)
 	// or this goroutine sees its cause (and fails the set-up).
@@ -661,8 +671,8 @@ func (b *B2BUA) inviteTarget(c *Call, areq *sip.Request, atx sip.ServerTransacti
 					continue
 				}
 				provisional = true
-				if cancelled {
-					continue
+				if !b.prackB(c, r) || cancelled {
+					continue // a reliable 18x seen before (RFC 3262 §4), or cancelled
 				}
 				b.relayProvisional(c, areq, atx, r)
 				continue
@@ -854,6 +864,7 @@ func (b *B2BUA) buildInvite(c *Call, areq, req *sip.Request, body []byte) {
 	} else {
 		copyHeaders(areq, req, nil, "Supported", "Session-Expires", "Min-SE")
 	}
+	addSupported(req, "100rel") // esbc PRACKs leg B's reliable 18x itself (prack.go)
 	if c.identity.PAI != "" {
 		req.AppendHeader(sip.NewHeader("P-Asserted-Identity", c.identity.PAI))
 	}
@@ -899,10 +910,9 @@ func copyHeaders(in, out *sip.Request, cfg *Config, names ...string) {
 	}
 }
 
-// dropOptionTags removes the option tags esbc cannot honour end to end:
-// 100rel (esbc sends no PRACK: a trunk told otherwise would retransmit its
-// reliable 18x and fail the call) and replaces (a LAN dialog cannot be
-// replaced from the WAN).
+// dropOptionTags removes the option tags that do not cross legs: 100rel
+// (reliability of provisionals is terminated per leg: prack.go) and
+// replaces (a LAN dialog cannot be replaced from the WAN).
 func dropOptionTags(v string) string {
 	var keep []string
 	for _, tok := range strings.Split(v, ",") {
@@ -950,7 +960,10 @@ func (b *B2BUA) relayProvisional(c *Call, areq *sip.Request, atx sip.ServerTrans
 	}
 	c.mu.Unlock()
 	if c.lateOffer {
-		body = nil // an offer in an unreliable 18x: not relayed (no PRACK)
+		// An offer in a 18x is not relayed: leg B's 2xx carries it to leg
+		// A's ACK (an offer in a reliable 18x answered in PRACK is not
+		// supported).
+		body = nil
 	}
 	if len(body) > 0 {
 		if c.media != nil {
@@ -967,8 +980,15 @@ func (b *B2BUA) relayProvisional(c *Call, areq *sip.Request, atx sip.ServerTrans
 		c.mu.Unlock()
 	}
 	res := b.responseToA(c, areq, r.StatusCode, r.Reason, body)
+	acked, ok := b.reliableA(c, res, len(body) > 0)
+	if !ok {
+		return // the set-up ended while the previous reliable 18x waited for its PRACK
+	}
 	if err := b.send(c.A.side, atx, res); err != nil {
 		b.log.Debug("relay provisional failed", zap.String("call", c.ID), zap.Error(err))
+	}
+	if acked != nil {
+		b.retransmitReliableA(c, atx, res, acked)
 	}
 }
 
@@ -996,7 +1016,7 @@ func (b *B2BUA) answerA(c *Call, areq *sip.Request, atx sip.ServerTransaction, b
 	res.AppendHeader(sip.NewHeader("Allow", allowMethods))
 	for _, n := range []string{"Session-Expires", "Require", "Supported"} {
 		for _, h := range bres.GetHeaders(n) {
-			v := h.Value()
+			v := dropOptionTags(h.Value()) // 100rel is per leg; replaces unsupported
 			if c.ownTimer && n != "Supported" {
 				// Leg B's timer is esbc's: leg A asked for none.
 				if n == "Session-Expires" {

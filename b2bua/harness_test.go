@@ -267,10 +267,14 @@ type uas struct {
 	// §9, refresher as asked); updateCode, when set, answers UPDATEs with it.
 	echoTimer  atomic.Bool
 	updateCode atomic.Int32
+	// pracks gets every PRACK received (answered by inDialog: 200, or 407
+	// under setInDialogAuth).
+	pracks chan *sip.Request
 }
 
 func newUAS(st *stack, contactHost string) *uas {
-	u := &uas{st: st, sessions: make(chan *sipgo.DialogServerSession, 2000), byes: make(chan *sip.Request, 2000)}
+	u := &uas{st: st, sessions: make(chan *sipgo.DialogServerSession, 2000), byes: make(chan *sip.Request, 2000),
+		pracks: make(chan *sip.Request, 100)}
 	ct := sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "uas", Host: contactHost, Port: st.port()}}
 	if st.ln != nil {
 		ct.Address.UriParams = sip.HeaderParams{{K: "transport", V: "tls"}}
@@ -312,9 +316,15 @@ func newUAS(st *stack, contactHost string) *uas {
 			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "No dialog", nil))
 		}
 	})
-	for _, m := range []sip.RequestMethod{sip.INFO, sip.UPDATE, sip.REFER, sip.OPTIONS} {
+	for _, m := range []sip.RequestMethod{sip.INFO, sip.UPDATE, sip.REFER, sip.OPTIONS, sip.PRACK} {
 		st.srv.OnRequest(m, func(req *sip.Request, tx sip.ServerTransaction) {
 			u.record(req, false)
+			if req.Method == sip.PRACK {
+				select {
+				case u.pracks <- req:
+				default:
+				}
+			}
 			u.inDialog(req, tx)
 		})
 	}

@@ -76,6 +76,10 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 		b.respond(s, req, tx, 481, "Call/Transaction Does Not Exist")
 		return
 	}
+	if req.Method == sip.PRACK {
+		b.onPrack(s, l, req, tx) // answered here, never relayed (prack.go)
+		return
+	}
 	c := l.call
 	cs := req.CSeq()
 	relayed := func() {}
@@ -89,7 +93,7 @@ func (b *B2BUA) onInDialog(s *side, req *sip.Request, tx sip.ServerTransaction) 
 		b.respond(s, req, tx, 481, "Call/Transaction Does Not Exist")
 		return
 	}
-	if cs == nil || cs.SeqNo <= l.Dialog.RemoteCSeq && l.Dialog.RemoteCSeq != 0 && req.Method != sip.PRACK {
+	if cs == nil || cs.SeqNo <= l.Dialog.RemoteCSeq && l.Dialog.RemoteCSeq != 0 {
 		c.mu.Unlock()
 		b.respond(s, req, tx, 500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
 		return

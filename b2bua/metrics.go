@@ -108,6 +108,8 @@ func refusedReason(err error) string {
 		return "bad_request"
 	case errors.Is(err, ErrIntervalTooSmall):
 		return "interval_too_small"
+	case errors.Is(err, ErrBadExtension):
+		return "bad_extension"
 	case errors.Is(err, ErrChannels):
 		return "channels"
 	case errors.Is(err, ErrNoRoute), errors.Is(err, route.ErrNoRoute):

@@ -24,6 +24,9 @@ type CallSnapshot struct {
 	// Timers is the RFC 4028 state of leg A (0) and leg B (1): interval,
 	// refresher, expiry, refresh method and the SDP a refresh re-sends.
 	Timers [2]LegTimer
+	// Prack is the RFC 3262 state (reliable 18x on leg A, RSeq PRACKed on
+	// leg B).
+	Prack PrackState
 }
 
 // LegSnapshot is one leg of a CallSnapshot.
@@ -50,6 +53,12 @@ func (b *B2BUA) Snapshot() []CallSnapshot {
 			State: c.state.String(), Start: c.Start, Answer: c.Answer,
 			A: legSnapshot(c.A), B: legSnapshot(c.B),
 			Timers: c.st.Legs,
+			Prack:  c.prack,
+		}
+		cs.Prack.ackedA = nil
+		cs.Prack.RSeqB = make(map[string]uint32, len(c.prack.RSeqB))
+		for k, v := range c.prack.RSeqB {
+			cs.Prack.RSeqB[k] = v
 		}
 		for i := range cs.Timers {
 			cs.Timers[i].SDP = append([]byte(nil), cs.Timers[i].SDP...)

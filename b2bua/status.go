@@ -39,6 +39,8 @@ func Status(err error) (int, string) {
 		return 503, "Service Unavailable"
 	case errors.Is(err, ErrIntervalTooSmall):
 		return 422, "Session Interval Too Small"
+	case errors.Is(err, ErrBadExtension):
+		return 420, "Bad Extension"
 	case errors.Is(err, media.ErrNotAcceptable):
 		return 488, "Not Acceptable Here"
 	case errors.Is(err, errCancelled):
@@ -85,7 +87,7 @@ func resultFor(code int, cancelled bool) string {
 		return "busy"
 	case code == 408 || code == 480:
 		return "no-answer"
-	case code == 403 || code == 404 || code == 484 || code == 488 || code == 405 || code == 400 || code == 422:
+	case code == 403 || code == 404 || code == 484 || code == 488 || code == 405 || code == 400 || code == 420 || code == 422:
 		return "rejected"
 	}
 	return "failed"
@@ -109,6 +111,8 @@ func statusText(code int) string {
 		return "Busy Here"
 	case 487:
 		return "Request Terminated"
+	case 420:
+		return "Bad Extension"
 	case 422:
 		return "Session Interval Too Small"
 	case 488:
