@@ -91,7 +91,13 @@ const memUAC = `<?xml version="1.0" encoding="ISO-8859-1" ?>
   <recv response="100" optional="true"/>
   <recv response="180" optional="true"/>
   <recv response="183" optional="true"/>
-  <recv response="200" rtd="true" rrs="true"/>
+  <recv response="200" rtd="true" rrs="true">
+    <action>
+      <ereg regexp="m=audio ([0-9]+)" search_in="body" check_it="true" assign_to="all,port"/>
+      <log message="PORT [$port]"/>
+    </action>
+  </recv>
+  <Reference variables="all"/>
   <send>
     <![CDATA[
 
@@ -135,7 +141,13 @@ const memUAC = `<?xml version="1.0" encoding="ISO-8859-1" ?>
 const memUAS = `<?xml version="1.0" encoding="ISO-8859-1" ?>
 <scenario name="esbc memory uas">
   <recv request="OPTIONS" optional="true" next="options"/>
-  <recv request="INVITE" crlf="true"/>
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp="m=audio ([0-9]+)" search_in="body" check_it="true" assign_to="all,port"/>
+      <log message="PORT [$port]"/>
+    </action>
+  </recv>
+  <Reference variables="all"/>
   <send>
     <![CDATA[
 
@@ -310,48 +322,31 @@ func memPair(t *testing.T) (rtpC, rtcpC *net.UDPConn) {
 	return nil, nil
 }
 
-// memCallPorts is esbc's media ports of one call, from /api/v1/calls.
-type memCallPorts struct{ lan, wan netip.AddrPort }
-
-func memCalls(t *testing.T, e *sipESBC) []memCallPorts {
+// memPorts reads esbc's media ports that a SIPp side logged ("PORT n"
+// lines of -log_file): the LAN ports from the 200s the PBX got, the WAN
+// ports from the INVITEs the trunk got. The calls' pairing does not
+// matter: esbc relays each port to its own call's other leg. (Not the
+// admin API: listing 1,000 calls leaves ~13 MB of garbage on esbc's heap,
+// which would show in its RSS.)
+func memPorts(t *testing.T, path string) []netip.AddrPort {
 	t.Helper()
-	res, err := http.Get(e.admin + "/api/v1/calls")
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer res.Body.Close()
-	var body struct {
-		Calls []struct {
-			Legs []struct {
-				Side       string `json:"side"`
-				MediaLocal string `json:"media_local"`
-			} `json:"legs"`
-		} `json:"calls"`
-	}
-	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
-		t.Fatal(err)
-	}
-	var out []memCallPorts
-	for _, c := range body.Calls {
-		var p memCallPorts
-		for _, l := range c.Legs {
-			a, err := netip.ParseAddrPort(l.MediaLocal)
-			if err != nil {
-				continue
+	var out []netip.AddrPort
+	for _, l := range strings.Split(string(b), "\n") {
+		if _, v, ok := strings.Cut(l, "PORT "); ok {
+			if p, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && p > 0 && p < 65536 {
+				out = append(out, netip.AddrPortFrom(mediaLo, uint16(p)))
 			}
-			switch l.Side {
-			case "lan":
-				p.lan = a
-			case "wan":
-				p.wan = a
-			}
-		}
-		if p.lan.IsValid() && p.wan.IsValid() {
-			out = append(out, p)
 		}
 	}
 	return out
 }
+
+// memCallPorts is esbc's media ports of one call (paired by order only).
+type memCallPorts struct{ lan, wan netip.AddrPort }
 
 // memMediaStats sums esbc's per-leg packet counters over the calls in progress.
 func memMediaStats(t *testing.T, e *sipESBC) (in, out, dropped [2]uint64) {
@@ -507,7 +502,8 @@ func TestMemoryPerCallRTP(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	sipStartSIPp(t, n.dir, "trunk", "-sf", uas, "-t", "u1", "-i", "127.0.0.1",
+	trunkLog, pbxLog := filepath.Join(n.dir, "trunk-ports.log"), filepath.Join(n.dir, "pbx-ports.log")
+	sipStartSIPp(t, n.dir, "trunk", "-sf", uas, "-t", "u1", "-i", "127.0.0.1", "-trace_logs", "-log_file", trunkLog,
 		"-p", strconv.Itoa(n.trunk), "-mp", strconv.Itoa(n.trunkMedia),
 		"-key", "trunk_rtp", strconv.Itoa(mediaPort(trunkRTP)),
 		"-key", "trunk_key", base64.StdEncoding.EncodeToString(key))
@@ -527,7 +523,7 @@ func TestMemoryPerCallRTP(t *testing.T) {
 
 	rate := 200
 	hold := time.Duration(want/rate)*time.Second + settle + time.Duration(rtpSecs+20)*time.Second
-	pbx := sipStartSIPp(t, n.dir, "pbx", fmt.Sprintf("127.0.0.1:%d", n.lan), "-sf", uac, "-t", "u1",
+	pbx := sipStartSIPp(t, n.dir, "pbx", fmt.Sprintf("127.0.0.1:%d", n.lan), "-sf", uac, "-t", "u1", "-trace_logs", "-log_file", pbxLog,
 		"-i", "127.0.0.1", "-p", strconv.Itoa(n.pbx), "-mp", strconv.Itoa(n.pbxMedia), "-s", "916502530000",
 		"-m", strconv.Itoa(want), "-r", strconv.Itoa(rate), "-l", strconv.Itoa(want+10),
 		"-d", strconv.Itoa(int(hold/time.Millisecond)), "-recv_timeout", "20000",
@@ -546,9 +542,6 @@ func TestMemoryPerCallRTP(t *testing.T) {
 	}
 	rampDone := time.Now()
 	fmt.Printf("BENCH memory calls=%d up; peak during the ramp %s\n", want, memRead(t, e))
-	// The media ports, before the settle period: the listing's garbage
-	// is then part of both the quiet and the RTP figure.
-	calls := memCalls(t, e)
 	time.Sleep(settle)
 	quiet := memRead(t, e)
 	fmt.Printf("BENCH memory calls=%d no RTP, %s after the ramp: %s\n", want, settle, quiet)
@@ -558,8 +551,13 @@ func TestMemoryPerCallRTP(t *testing.T) {
 		return
 	}
 
-	if len(calls) != want {
-		t.Fatalf("/api/v1/calls lists %d calls with both media legs, want %d", len(calls), want)
+	lan, wan := memPorts(t, pbxLog), memPorts(t, trunkLog)
+	if len(lan) != want || len(wan) != want {
+		t.Fatalf("SIPp logged %d LAN and %d WAN media ports, want %d each", len(lan), len(wan), want)
+	}
+	calls := make([]memCallPorts, want)
+	for i := range calls {
+		calls[i] = memCallPorts{lan: lan[i], wan: wan[i]}
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
