@@ -513,7 +513,9 @@ func (b *B2BUA) setup(c *Call, req *sip.Request, tx sip.ServerTransaction) {
 	}
 
 	if res == nil || !res.IsSuccess() {
-		if res != nil {
+		if cause := context.Cause(c.setupCtx); errors.Is(cause, errNoPrack) {
+			b.failSetup(c, req, tx, cause) // leg B's 487 to esbc's CANCEL is not leg A's answer
+		} else if res != nil {
 			b.failSetup(c, req, tx, &responseError{res: res})
 		} else if cause := context.Cause(c.setupCtx); cause != nil {
 			b.failSetup(c, req, tx, cause)

@@ -260,8 +260,8 @@ func (b *B2BUA) retransmitReliableA(c *Call, atx sip.ServerTransaction, res *sip
 	}
 	go func() {
 		defer b.wg.Done()
-		interval, elapsed := sip.T1, time.Duration(0)
-		t := time.NewTimer(interval)
+		interval, elapsed, wait := sip.T1, time.Duration(0), sip.T1
+		t := time.NewTimer(wait)
 		defer t.Stop()
 		for {
 			select {
@@ -273,7 +273,13 @@ func (b *B2BUA) retransmitReliableA(c *Call, atx sip.ServerTransaction, res *sip
 				return
 			case <-t.C:
 			}
-			elapsed += interval
+			c.mu.Lock()
+			answered := c.state >= StateAnswered
+			c.mu.Unlock()
+			if answered {
+				return // the 2xx is out: no more 18x (its PRACK is still answered 200)
+			}
+			elapsed += wait
 			if elapsed >= 64*sip.T1 {
 				b.log.Info("no PRACK from leg A", zap.String("call", c.ID))
 				c.mu.Lock()
@@ -285,32 +291,33 @@ func (b *B2BUA) retransmitReliableA(c *Call, atx sip.ServerTransaction, res *sip
 			}
 			_ = b.send(c.A.side, atx, res)
 			interval *= 2
-			t.Reset(interval)
+			wait = min(interval, 64*sip.T1-elapsed)
+			t.Reset(wait)
 		}
 	}()
 }
 
 // awaitPrackA holds leg A's 2xx while a reliable 18x that carried SDP
-// waits for its PRACK (§3), then stops any retransmission still going (a
-// reliable 18x without SDP does not hold the 2xx).
+// waits for its PRACK (§3). A reliable 18x without SDP does not hold the
+// 2xx; its retransmissions stop once the call is answered, and its PRACK,
+// if it comes after the 2xx, is still answered 200.
 func (b *B2BUA) awaitPrackA(c *Call) {
 	c.mu.Lock()
-	if c.prack.UnackedA && c.prack.UnackedSDPA {
-		ch := c.prack.ackedA
+	if !c.prack.UnackedA || !c.prack.UnackedSDPA {
 		c.mu.Unlock()
-		select {
-		case <-ch:
-		case <-c.setupCtx.Done():
-		case <-b.done:
-		}
-		c.mu.Lock()
+		return
 	}
-	c.ackedAOnce()
+	ch := c.prack.ackedA
 	c.mu.Unlock()
+	select {
+	case <-ch:
+	case <-c.setupCtx.Done():
+	case <-b.done:
+	}
 }
 
-// ackedAOnce marks leg A's outstanding reliable 18x acknowledged (or no
-// longer waited for) and wakes its waits. c.mu is held.
+// ackedAOnce marks leg A's outstanding reliable 18x acknowledged and wakes
+// its waits. c.mu is held.
 func (c *Call) ackedAOnce() {
 	if c.prack.UnackedA {
 		c.prack.UnackedA, c.prack.UnackedSDPA = false, false
@@ -325,7 +332,9 @@ func (b *B2BUA) onPrack(s *side, l *Leg, req *sip.Request, tx sip.ServerTransact
 	c := l.call
 	cs := req.CSeq()
 	if cs != nil {
-		defer b.awaitTurn(c, l, cs.SeqNo)()
+		// Answered here, so it waits for no other request; the next one
+		// of this peer may go once it is answered.
+		defer c.markRelayed(l, cs.SeqNo)
 	}
 	var rseq, seq uint64
 	var method string

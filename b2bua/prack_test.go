@@ -61,6 +61,7 @@ func TestPrackTowardTrunk(t *testing.T) {
 	defer cancel()
 	trk := newSRTPPeer(t, trunkIP)
 	sawMarker := make(chan struct{})
+	saw180 := make(chan struct{})
 	scriptErr := make(chan string, 4)
 	e.trkUAS.setScript(func(u *uas, req *sip.Request, tx sip.ServerTransaction) {
 		sess, err := u.dsc.ReadInvite(req, tx)
@@ -87,6 +88,12 @@ func TestPrackTowardTrunk(t *testing.T) {
 		_ = sess.Respond(180, "Ringing", nil, reliable(2)...)
 		if awaitPrack(u, fmt.Sprintf("2 %d INVITE", cseq), tx.Done()) == nil {
 			scriptErr <- "no PRACK for RSeq 2"
+			return
+		}
+		select {
+		case <-saw180: // a 200 right behind it could overtake it at the PBX
+		case <-time.After(5 * time.Second):
+			scriptErr <- "PBX saw no 180"
 			return
 		}
 		u.sessions <- sess
@@ -122,6 +129,9 @@ func TestPrackTowardTrunk(t *testing.T) {
 		}
 		if r.StatusCode == 181 {
 			close(sawMarker)
+		}
+		if r.StatusCode == 180 && seen[180] == 1 {
+			close(saw180)
 		}
 		return nil
 	}})
@@ -354,4 +364,168 @@ esbc_calls_refused_total{reason="bad_extension",side="lan"} 2
 		t.Error(err)
 	}
 	e.waitEnded(2)
+}
+
+// TestPrackDigest: a trunk that challenges in-dialog requests challenges
+// esbc's PRACK too; esbc answers with the trunk's credentials (a new CSeq,
+// the same RAck) and the call completes.
+func TestPrackDigest(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	challenged := make(chan struct{}, 4)
+	e.trkUAS.setInDialogAuth("990500000231", "s3cret", challenged)
+	authed := make(chan *sip.Request, 1)
+	e.trkUAS.setScript(func(u *uas, req *sip.Request, tx sip.ServerTransaction) {
+		sess, err := u.dsc.ReadInvite(req, tx)
+		if err != nil {
+			return
+		}
+		rack := fmt.Sprintf("7 %d INVITE", req.CSeq().SeqNo)
+		_ = sess.Respond(180, "Ringing", nil, reliable(7)...)
+		for {
+			p := awaitPrack(u, rack, tx.Done())
+			if p == nil {
+				return
+			}
+			if verifyDigest(p, "990500000231", "s3cret") {
+				authed <- p
+				break
+			}
+		}
+		u.sessions <- sess
+		_ = sess.Respond(200, "OK", answerFor(req.Body()), sip.NewHeader("Content-Type", "application/sdp"))
+	})
+	s, err := e.outbound(ctx, "94155550123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-challenged:
+	default:
+		t.Fatal("the trunk did not challenge the PRACK")
+	}
+	select {
+	case p := <-authed:
+		if p.CSeq().MethodName != sip.PRACK {
+			t.Errorf("PRACK CSeq %v", p.CSeq())
+		}
+	default:
+		t.Fatal("no PRACK with credentials")
+	}
+	e.trkUAS.setInDialogAuth("", "", nil)
+	_ = hangUp(ctx, s)
+	e.waitEnded(1)
+}
+
+// TestPrackInbound: a trunk that requires 100rel calls a PBX that sends
+// a reliable 183 with SDP itself: esbc PRACKs the PBX over UDP and sends
+// its own reliable 183 (its own RSeq) to the trunk over TLS, answers the
+// trunk's PRACK 200 before its 2xx, and the call completes.
+func TestPrackInbound(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	e.pbxUAS.setScript(func(u *uas, req *sip.Request, tx sip.ServerTransaction) {
+		sess, err := u.dsc.ReadInvite(req, tx)
+		if err != nil {
+			return
+		}
+		_ = sess.Respond(183, "Session Progress", answerFor(req.Body()),
+			append(reliable(42), sip.NewHeader("Content-Type", "application/sdp"))...)
+		if awaitPrack(u, fmt.Sprintf("42 %d INVITE", req.CSeq().SeqNo), tx.Done()) == nil {
+			return
+		}
+		u.sessions <- sess
+		_ = sess.Respond(200, "OK", answerFor(req.Body()), sip.NewHeader("Content-Type", "application/sdp"))
+	})
+	uri := sip.Uri{Scheme: "sip", User: "+14155550100", Host: wanIP, Port: e.wan.port(), UriParams: sip.HeaderParams{{K: "transport", V: "tls"}}}
+	s, err := e.trkUAC.dcc.Invite(ctx, uri, sdpOffer(trunkIP, 50000),
+		&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "+442071234567", Host: "trunk.test"}, Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(8)}}},
+		sip.NewHeader("Content-Type", "application/sdp"), sip.NewHeader("Require", "100rel"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rseq string
+	var prackCode int
+	err = s.WaitAnswer(ctx, sipgo.AnswerOptions{OnResponse: func(r *sip.Response) error {
+		if r.StatusCode != 183 || rseq != "" {
+			return nil
+		}
+		h := r.GetHeader("RSeq")
+		if h == nil || !hasTag(r, "Require", "100rel") {
+			return fmt.Errorf("unreliable 183 to a trunk that requires 100rel")
+		}
+		rseq = h.Value()
+		prack := sip.NewRequest(sip.PRACK, r.Contact().Address)
+		prack.AppendHeader(sip.NewHeader("RAck", fmt.Sprintf("%s %d INVITE", rseq, s.InviteRequest.CSeq().SeqNo)))
+		res, err := s.Do(ctx, prack)
+		if err != nil {
+			return err
+		}
+		prackCode = res.StatusCode
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if rseq == "" || rseq == "42" || prackCode != 200 {
+		t.Errorf("trunk's reliable 183: RSeq %q (esbc numbers its own), PRACK answered %d", rseq, prackCode)
+	}
+	inv := e.pbxUAS.lastInvite()
+	if !hasTag(inv, "Supported", "100rel") || hasTag(inv, "Require", "100rel") {
+		t.Errorf("INVITE toward the PBX:\n%s", headersOf(inv))
+	}
+	if n := len(e.pbxUAS.requests(sip.PRACK)); n != 1 {
+		t.Errorf("%d PRACKs at the PBX, want 1", n)
+	}
+	if err := hangUp(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEnded(1)
+}
+
+// TestPrackMissing: a PBX that requires 100rel and never PRACKs gets the
+// reliable 180 retransmitted, then 500 after 64*T1 (RFC 3262 §3); the
+// trunk's INVITE is cancelled.
+func TestPrackMissing(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cancelled := make(chan struct{})
+	e.trkUAS.setScript(func(u *uas, req *sip.Request, tx sip.ServerTransaction) {
+		tx.OnCancel(func(*sip.Request) { close(cancelled) })
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 180, "Ringing", nil))
+		<-tx.Done()
+	})
+	uri := sip.Uri{Scheme: "sip", User: "94155550123", Host: lanIP, Port: e.lan.port()}
+	s, err := e.pbxUAC.dcc.Invite(ctx, uri, sdpOffer(pbxIP, 40000),
+		sip.NewHeader("Content-Type", "application/sdp"), sip.NewHeader("Require", "100rel"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copies := 0
+	err = s.WaitAnswer(ctx, sipgo.AnswerOptions{OnResponse: func(r *sip.Response) error {
+		if r.StatusCode == 180 && r.GetHeader("RSeq") != nil {
+			copies++
+		}
+		return nil
+	}})
+	if code := statusOf(err); code != 500 {
+		t.Fatalf("%v, want 500", err)
+	}
+	if copies < 2 {
+		t.Errorf("reliable 180 sent %d times, want retransmissions", copies)
+	}
+	select {
+	case <-cancelled:
+	case <-ctx.Done():
+		t.Fatal("trunk got no CANCEL")
+	}
+	if cdr := e.waitEnded(1)[0]; cdr.Code != 500 {
+		t.Errorf("CDR code %d", cdr.Code)
+	}
 }

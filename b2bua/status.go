@@ -45,6 +45,8 @@ func Status(err error) (int, string) {
 		return 488, "Not Acceptable Here"
 	case errors.Is(err, errCancelled):
 		return 487, "Request Terminated"
+	case errors.Is(err, errNoPrack):
+		return 500, "Server Internal Error" // RFC 3262 §3: no PRACK in 64*T1
 	case errors.Is(err, errRemoteBye):
 		return 480, "Temporarily Unavailable"
 	case errors.Is(err, ErrNoTargets):
