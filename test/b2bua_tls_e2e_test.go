@@ -47,19 +47,15 @@ func TestB2BUATLSSRTPThroughBinary(t *testing.T) {
 	trunkPort, trk := k.port, k.srtp
 
 	admin, lan, wan := e2eFreePort(t), e2eFreePort(t), e2eFreePort(t)
-	pbxPC, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pbxAddr := pbxPC.LocalAddr().String()
+	pbx := newB2BUAE2EPBX(t)
 	rtpLo := 24000 + 2*(os.Getpid()%1500)
 	cdrPath := filepath.Join(dir, "cdr.jsonl")
-	cfg := b2buaE2ETLSConfig(dir, admin, lan, wan, pbxAddr, trunkPort, rtpLo, rtpLo+99, cdrPath, "")
+	cfg := b2buaE2ETLSConfig(dir, admin, lan, wan, pbx.addr(), trunkPort, rtpLo, rtpLo+99, cdrPath, "")
 	p := e2eStartESBC(t, dir, cfg, fmt.Sprintf("127.0.0.1:%d", admin))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	s, pbxRTP := b2buaE2ECall(t, ctx, p, newB2BUAE2EPBX(t, pbxPC), lan, "call through esbc")
+	s, pbxRTP := pbx.call(t, ctx, p, lan, "call through esbc")
 	inv := k.lastInvite()
 	if inv.Recipient.User != "+14155550123" || inv.From().Address.User != "990500000231" {
 		t.Errorf("INVITE at the trunk: R-URI %s, From %s", inv.Recipient.User, inv.From().Address.User)
@@ -299,30 +295,42 @@ func (k *b2buaE2ETLSTrunk) lastInvite() *sip.Request {
 	return k.invite
 }
 
-// newB2BUAE2EPBX starts the PBX of the TLS e2e tests: a sipgo UA on
-// 127.0.0.1 serving the UDP socket pc it calls from. It is closed by
-// t.Cleanup.
-func newB2BUAE2EPBX(t *testing.T, pc net.PacketConn) *sipgo.DialogClientCache {
+// b2buaE2EPBX is the PBX of the TLS e2e tests: a sipgo UA on 127.0.0.1
+// serving the UDP socket it calls from.
+type b2buaE2EPBX struct {
+	pc  net.PacketConn
+	dcc *sipgo.DialogClientCache
+}
+
+// newB2BUAE2EPBX starts the PBX; it is closed by t.Cleanup.
+func newB2BUAE2EPBX(t *testing.T) *b2buaE2EPBX {
 	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ua, _ := sipgo.NewUA(sipgo.WithUserAgent("pbx"))
 	srv, _ := sipgo.NewServer(ua)
 	cli, _ := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientConnectionAddr(pc.LocalAddr().String()))
-	port := pc.LocalAddr().(*net.UDPAddr).Port
-	dcc := sipgo.NewDialogClientCache(cli, sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "pbx", Host: "127.0.0.1", Port: port}})
-	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) { _ = dcc.ReadBye(req, tx) })
+	x := &b2buaE2EPBX{pc: pc}
+	x.dcc = sipgo.NewDialogClientCache(cli, sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "pbx", Host: "127.0.0.1", Port: x.port()}})
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) { _ = x.dcc.ReadBye(req, tx) })
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.ServeUDP(pc) }()
 	t.Cleanup(func() { _ = ua.Close(); _ = pc.Close(); <-done })
 	if !failoverServing(ua, pc.LocalAddr().String()) {
 		t.Fatal("pbx: sipgo did not take the socket")
 	}
-	return dcc
+	return x
 }
 
-// b2buaE2ECall places a call from the PBX (dcc) to 914155550123 at esbc's
-// LAN port lan with a plain RTP offer from a new socket (closed by
-// t.Cleanup), and ACKs the answer; what names the call in failures.
-func b2buaE2ECall(t *testing.T, ctx context.Context, p *e2eESBC, dcc *sipgo.DialogClientCache, lan int, what string) (*sipgo.DialogClientSession, *net.UDPConn) {
+func (x *b2buaE2EPBX) addr() string { return x.pc.LocalAddr().String() }
+func (x *b2buaE2EPBX) port() int    { return x.pc.LocalAddr().(*net.UDPAddr).Port }
+
+// call places a call to 914155550123 at esbc's LAN port lan with a plain
+// RTP offer from a new socket (closed by t.Cleanup), and ACKs the answer;
+// what names the call in failures.
+func (x *b2buaE2EPBX) call(t *testing.T, ctx context.Context, p *e2eESBC, lan int, what string) (*sipgo.DialogClientSession, *net.UDPConn) {
 	t.Helper()
 	rtpc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -332,7 +340,7 @@ func b2buaE2ECall(t *testing.T, ctx context.Context, p *e2eESBC, dcc *sipgo.Dial
 	offer := fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"+
 		"m=audio %d RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n",
 		rtpc.LocalAddr().(*net.UDPAddr).Port)
-	s, err := dcc.Invite(ctx, sip.Uri{Scheme: "sip", User: "914155550123", Host: "127.0.0.1", Port: lan}, []byte(offer),
+	s, err := x.dcc.Invite(ctx, sip.Uri{Scheme: "sip", User: "914155550123", Host: "127.0.0.1", Port: lan}, []byte(offer),
 		sip.NewHeader("Content-Type", "application/sdp"))
 	if err != nil {
 		t.Fatal(err)

@@ -38,21 +38,17 @@ func TestCaptureTsharkTLSSRTPCall(t *testing.T) {
 	trunkPort, trk := k.port, k.srtp
 
 	admin, lan, wan := e2eFreePort(t), e2eFreePort(t), e2eFreePort(t)
-	pbxPC, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pbxAddr := pbxPC.LocalAddr().String()
+	pbx := newB2BUAE2EPBX(t)
 	rtpLo := e2eFreeMediaPort(t)
 	cdrPath := filepath.Join(dir, "cdr.jsonl")
-	cfg := b2buaE2ETLSConfig(dir, admin, lan, wan, pbxAddr, trunkPort, rtpLo, rtpLo+9, cdrPath,
+	cfg := b2buaE2ETLSConfig(dir, admin, lan, wan, pbx.addr(), trunkPort, rtpLo, rtpLo+9, cdrPath,
 		fmt.Sprintf("capture: { dir: %q, mode: all }\n", capDir))
 	p := e2eStartESBC(t, dir, cfg, fmt.Sprintf("127.0.0.1:%d", admin))
 
-	pbxPort := pbxPC.LocalAddr().(*net.UDPAddr).Port
+	pbxPort := pbx.port()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	s, pbxRTP := b2buaE2ECall(t, ctx, p, newB2BUAE2EPBX(t, pbxPC), lan, "call through esbc (trunk certificate with names only)")
+	s, pbxRTP := pbx.call(t, ctx, p, lan, "call through esbc (trunk certificate with names only)")
 	inv := k.lastInvite()
 	lanMedia := b2buaE2ESDPAddr(t, s.InviteResponse.Body())
 	wanMedia := b2buaE2ESDPAddr(t, inv.Body())

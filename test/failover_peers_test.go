@@ -26,30 +26,37 @@ import (
 	"github.com/pion/rtp"
 )
 
-// failoverSDP is a PCMU + telephone-event audio description at ip:port.
+// failoverSDP is a PCMU + telephone-event offer or answer at ip:port, with
+// the address family of ip (c=IN IP4 or c=IN IP6).
 func failoverSDP(ip string, port int) []byte {
-	return []byte("v=0\r\no=- 1 1 IN IP4 " + ip + "\r\ns=-\r\nc=IN IP4 " + ip + "\r\nt=0 0\r\n" +
+	fam := "IP4"
+	if strings.Contains(ip, ":") {
+		fam = "IP6"
+	}
+	return []byte("v=0\r\no=- 1 1 IN " + fam + " " + ip + "\r\ns=-\r\nc=IN " + fam + " " + ip + "\r\nt=0 0\r\n" +
 		"m=audio " + strconv.Itoa(port) + " RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n" +
 		"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n")
 }
 
-// failoverSDPAddr reads the audio address (c= and m=audio) of an SDP body.
-func failoverSDPAddr(body []byte) (*net.UDPAddr, error) {
-	var ip string
+// failoverSDPAddr reads the audio address (c= and m=audio) of an SDP body
+// and its c= address type (IP4 | IP6).
+func failoverSDPAddr(body []byte) (*net.UDPAddr, string, error) {
+	var ip, fam string
 	port := 0
 	for _, l := range strings.Split(strings.ReplaceAll(string(body), "\r\n", "\n"), "\n") {
 		switch {
-		case strings.HasPrefix(l, "c=IN IP4 "):
-			ip = strings.TrimSpace(strings.TrimPrefix(l, "c=IN IP4 "))
+		case strings.HasPrefix(l, "c=IN "):
+			if f := strings.Fields(l); len(f) == 3 {
+				fam, ip = f[1], f[2]
+			}
 		case strings.HasPrefix(l, "m=audio "):
-			f := strings.Fields(l)
-			port, _ = strconv.Atoi(f[1])
+			port, _ = strconv.Atoi(strings.Fields(l)[1])
 		}
 	}
-	if ip == "" || port == 0 {
-		return nil, fmt.Errorf("no audio address in SDP:\n%s", body)
+	if net.ParseIP(ip) == nil || port == 0 {
+		return nil, "", fmt.Errorf("no audio address in SDP:\n%s", body)
 	}
-	return &net.UDPAddr{IP: net.ParseIP(ip), Port: port}, nil
+	return &net.UDPAddr{IP: net.ParseIP(ip), Port: port}, fam, nil
 }
 
 // failoverRegister is one REGISTER a trunk server received.
@@ -160,22 +167,18 @@ func (tr *failoverTrunk) start() {
 	s := &failoverSIPServer{ua: ua, srv: srv, pc: pc, ln: ln, done: make(chan struct{})}
 	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) { s.guard(func() { tr.onInvite(req, tx) }) })
 	srv.OnAck(func(*sip.Request, sip.ServerTransaction) {})
-	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
-		s.guard(func() {
-			tr.mu.Lock()
-			tr.byes++
-			tr.mu.Unlock()
-			_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-		})
-	})
-	srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
-		s.guard(func() {
-			tr.mu.Lock()
-			tr.options++
-			tr.mu.Unlock()
-			_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-		})
-	})
+	ok := func(n *int) sipgo.RequestHandler { // answers 200 and counts the request in *n (guarded by tr.mu)
+		return func(req *sip.Request, tx sip.ServerTransaction) {
+			s.guard(func() {
+				tr.mu.Lock()
+				*n++
+				tr.mu.Unlock()
+				_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+			})
+		}
+	}
+	srv.OnBye(ok(&tr.byes))
+	srv.OnOptions(ok(&tr.options))
 	srv.OnRegister(func(req *sip.Request, tx sip.ServerTransaction) { s.guard(func() { tr.onRegister(req, tx) }) })
 	if ln != nil {
 		// The listener is bound: connections wait in its backlog.
@@ -436,7 +439,7 @@ func (p *failoverPBX) dial(number string) (*failoverCall, error) {
 		return nil, err
 	}
 	setup := answered.Sub(start)
-	remote, err := failoverSDPAddr(s.InviteResponse.Body())
+	remote, _, err := failoverSDPAddr(s.InviteResponse.Body())
 	if err != nil {
 		_ = s.Bye(ctx)
 		m.Close()

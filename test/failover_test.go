@@ -511,14 +511,9 @@ func TestFailoverWANACLFollowsDNS(t *testing.T) {
 	// from a resolved trunk address answered, from any other address not.
 	// The answers above came back on sockets sipgo dialled itself, so they
 	// do not show what the listener admits.
-	wan, err := net.ResolveUDPAddr("udp", e.p.addr("wan/udp"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	wan := e.p.addr("wan/udp")
 	stranger, trunkSrc := secUDP(t, "127.0.0.9"), secUDP(t, "127.0.0.2")
-	if _, err := stranger.WriteToUDP(secRawOptions(stranger.LocalAddr().String()), wan); err != nil {
-		t.Fatal(err)
-	}
+	secSend(t, stranger, wan)
 	if !secAnswered(t, trunkSrc, wan) {
 		t.Fatalf("the resolved trunk addresses are not admitted by the WAN ACL (acl.Guard.SetTrunkAddrs): "+
 			"OPTIONS from the primary's address %s to the WAN listener dropped with wan.acl.allow empty\n%s",
@@ -599,18 +594,12 @@ func TestFailoverWANClientSocketACL(t *testing.T) {
 	src := e.primary.registers[0].Source
 	e.primary.mu.Unlock()
 	t.Logf("esbc's REGISTER came from %s; its WAN UDP listener is %s", src, e.p.addr("wan/udp"))
-	dst, err := net.ResolveUDPAddr("udp", src)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The stranger first; then an allowed trunk address, answered (the
 	// socket serves); the edge handles datagrams in arrival order, so an
 	// answer to the stranger would be waiting by then.
 	stranger, allowed := secUDP(t, "127.0.0.9"), secUDP(t, "127.0.0.2")
-	if _, err := stranger.WriteToUDP(secRawOptions(stranger.LocalAddr().String()), dst); err != nil {
-		t.Fatal(err)
-	}
-	if !secAnswered(t, allowed, dst) {
+	secSend(t, stranger, src)
+	if !secAnswered(t, allowed, src) {
 		t.Fatalf("OPTIONS from the trunk's address to %s not answered: that socket does not serve requests", src)
 	}
 	_ = stranger.SetReadDeadline(time.Now().Add(200 * time.Millisecond))

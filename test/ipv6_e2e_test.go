@@ -197,40 +197,8 @@ func (u *edgeUA) contact(user string) sip.Uri {
 	return uri
 }
 
-// edgeSDP is a PCMU + telephone-event offer or answer at ip:port, with
-// the address family of ip (c=IN IP4 or c=IN IP6).
-func edgeSDP(ip string, port int) []byte {
-	fam := "IP4"
-	if strings.Contains(ip, ":") {
-		fam = "IP6"
-	}
-	return []byte("v=0\r\no=- 1 1 IN " + fam + " " + ip + "\r\ns=-\r\nc=IN " + fam + " " + ip + "\r\nt=0 0\r\n" +
-		"m=audio " + strconv.Itoa(port) + " RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n" +
-		"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n")
-}
-
-// edgeSDPAddr reads the audio address of an SDP body and its c= family.
-func edgeSDPAddr(body []byte) (*net.UDPAddr, string, error) {
-	var ip, fam string
-	port := 0
-	for _, l := range strings.Split(strings.ReplaceAll(string(body), "\r\n", "\n"), "\n") {
-		switch {
-		case strings.HasPrefix(l, "c=IN "):
-			if f := strings.Fields(l); len(f) == 3 {
-				fam, ip = f[1], f[2]
-			}
-		case strings.HasPrefix(l, "m=audio "):
-			port, _ = strconv.Atoi(strings.Fields(l)[1])
-		}
-	}
-	if net.ParseIP(ip) == nil || port == 0 {
-		return nil, "", fmt.Errorf("no audio address in SDP:\n%s", body)
-	}
-	return &net.UDPAddr{IP: net.ParseIP(ip), Port: port}, fam, nil
-}
-
 func (u *edgeUA) onInvite(req *sip.Request, tx sip.ServerTransaction) {
-	body := edgeSDP(u.ip, u.media.LocalAddr().(*net.UDPAddr).Port)
+	body := failoverSDP(u.ip, u.media.LocalAddr().(*net.UDPAddr).Port)
 	if req.To().Params.Has("tag") { // re-INVITE: same media
 		res := sip.NewResponseFromRequest(req, 200, "OK", body)
 		res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
@@ -339,7 +307,7 @@ func (u *edgeUA) call(target, number string) (*edgeCall, error) {
 	req.AppendHeader(from)
 	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: number, Host: host}})
 	req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-	req.SetBody(edgeSDP(u.ip, m.LocalAddr().(*net.UDPAddr).Port))
+	req.SetBody(failoverSDP(u.ip, m.LocalAddr().(*net.UDPAddr).Port))
 	req.SetDestination(target) // sipgo would write an IPv6 host:port without brackets
 	s, err := u.dua.WriteInvite(ctx, req)
 	if err != nil {
@@ -349,7 +317,7 @@ func (u *edgeUA) call(target, number string) (*edgeCall, error) {
 	if _, err := failoverEstablish(ctx, s, m); err != nil {
 		return nil, err
 	}
-	remote, fam, err := edgeSDPAddr(s.InviteResponse.Body())
+	remote, fam, err := failoverSDPAddr(s.InviteResponse.Body())
 	if err != nil {
 		c := &edgeCall{u: u, sess: s, media: m}
 		_ = c.hangup()
@@ -496,7 +464,7 @@ func TestIPv6EntryPoints(t *testing.T) {
 			t.Errorf("%s: esbc's answer has c=IN %s %s, want IP6 ::1", what, c.family, c.remote.IP)
 		}
 		inv := callee.lastInvite()
-		a, fam, err := edgeSDPAddr(inv.Body())
+		a, fam, err := failoverSDPAddr(inv.Body())
 		if err != nil || fam != "IP6" || !a.IP.Equal(net.IPv6loopback) {
 			t.Errorf("%s: esbc's offer to the %s: %v %s %v\n%s", what, callee.name, a, fam, err, inv.Body())
 		}
@@ -578,10 +546,7 @@ func TestIPv6EntryPoints(t *testing.T) {
 	reload(`"::1/128"`, `"::1/128"`, `"::1/128"`)
 	lanBefore, wanBefore := dropped("lan"), dropped("wan")
 	probe := secUDP(t, "::1")
-	lanUDP := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(p.addr("lan/udp")))
-	if _, err := probe.WriteTo(secRawOptions(probe.LocalAddr().String()), lanUDP); err != nil {
-		t.Fatal(err)
-	}
+	secSend(t, probe, p.addr("lan/udp"))
 	if !failoverPoll(10*time.Second, func() bool { return dropped("lan") > lanBefore }) {
 		t.Errorf("a datagram from ::1 with ::1/128 denied: esbc_acl_dropped_total{side=lan} stayed %v", lanBefore)
 	}
@@ -678,7 +643,7 @@ func TestIPv6WANIPv4LAN(t *testing.T) {
 		if c.family != wantAnswer {
 			t.Errorf("%s: esbc's answer to the caller has c=IN %s, want %s", what, c.family, wantAnswer)
 		}
-		if _, fam, err := edgeSDPAddr(callee.lastInvite().Body()); err != nil || fam != wantOffer {
+		if _, fam, err := failoverSDPAddr(callee.lastInvite().Body()); err != nil || fam != wantOffer {
 			t.Errorf("%s: esbc's offer to the %s has c=IN %s (%v), want %s", what, callee.name, fam, err, wantOffer)
 		}
 		mediaOK(t, what, c)
@@ -704,20 +669,15 @@ func TestIPv6WANIPv4LAN(t *testing.T) {
 
 	// The IPv4 ACL on the dual-stack listener: 127.0.0.2 dropped (counted,
 	// no answer), 127.0.0.3 answered.
-	dst := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(lan))
 	before := p.metricSum(t, "esbc_acl_dropped_total", `side="lan"`)
 	denied := secUDP(t, "127.0.0.2")
-	if _, err := denied.WriteTo(secRawOptions(denied.LocalAddr().String()), dst); err != nil {
-		t.Fatal(err)
-	}
+	secSend(t, denied, lan)
 	if !failoverPoll(10*time.Second, func() bool { return p.metricSum(t, "esbc_acl_dropped_total", `side="lan"`) > before }) {
 		t.Errorf("127.0.0.2 (denied) to the [::] listener: esbc_acl_dropped_total{side=lan} stayed %v", before)
 	}
 	secNoDatagram(t, denied)
 	allowed := secUDP(t, "127.0.0.3")
-	if _, err := allowed.WriteTo(secRawOptions(allowed.LocalAddr().String()), dst); err != nil {
-		t.Fatal(err)
-	}
+	secSend(t, allowed, lan)
 	_ = allowed.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 4096)
 	if n, _, err := allowed.ReadFrom(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200 ") {

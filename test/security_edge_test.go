@@ -214,15 +214,13 @@ func secRawOptions(src string, extra ...string) []byte {
 	return []byte(b.String())
 }
 
-// secAnswered sends an OPTIONS from c to dst (UDP: up to five times, a
+// secAnswered sends an OPTIONS from c to addr (UDP: up to five times, a
 // second apart) and reports whether a 200 came back.
-func secAnswered(t *testing.T, c *net.UDPConn, dst *net.UDPAddr) bool {
+func secAnswered(t *testing.T, c *net.UDPConn, addr string) bool {
 	t.Helper()
 	buf := make([]byte, 4096)
 	for range 5 {
-		if _, err := c.WriteToUDP(secRawOptions(c.LocalAddr().String()), dst); err != nil {
-			t.Fatal(err)
-		}
+		secSend(t, c, addr)
 		_ = c.SetReadDeadline(time.Now().Add(time.Second))
 		if n, _, err := c.ReadFrom(buf); err == nil && strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
 			return true
@@ -270,9 +268,7 @@ func TestSecurityDeniedSourceGetsNothing(t *testing.T) {
 	// UDP: the denied datagram is dropped before parsing; the listener
 	// keeps serving the allowed peer.
 	bad := secUDP(t, "127.0.0.2")
-	if _, err := bad.WriteTo(secRawOptions(bad.LocalAddr().String()), net.UDPAddrFromAddrPort(netip.MustParseAddrPort(e.udp))); err != nil {
-		t.Fatal(err)
-	}
+	secSend(t, bad, e.udp)
 	secMustOK(t, good, e.udp, "UDP")
 	secNoDatagram(t, bad)
 	if v := e.dropped(acl.LAN, acl.ReasonDenied); v != 1 {
@@ -441,12 +437,9 @@ func TestSecurityACLChangeOnReload(t *testing.T) {
 	e := secStartEdge(t, acl.LAN, only1)
 	good := secClient(t, "127.0.0.1", e.roots, "pbx")
 	other := secUDP(t, "127.0.0.4")
-	dst := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(e.udp))
 	ask := func() {
 		t.Helper()
-		if _, err := other.WriteTo(secRawOptions(other.LocalAddr().String()), dst); err != nil {
-			t.Fatal(err)
-		}
+		secSend(t, other, e.udp)
 	}
 	ask()
 	secMustOK(t, good, e.udp, "UDP")
