@@ -61,8 +61,30 @@
 // the peer's Contact. A re-INVITE 2xx is
 // retransmitted over UDP until its ACK, and a relayed re-INVITE's
 // retransmitted 2xx is ACKed again. REFER toward a trunk carries only the
-// number of its Refer-To (sip:user@trunk-domain). Supported/Require lose
-// 100rel and replaces (esbc sends no PRACK and cannot replace across legs).
+// number of its Refer-To (sip:user@trunk-domain). Supported/Require that
+// cross legs lose 100rel (reliability is per leg, below) and replaces
+// (esbc cannot replace across legs). An initial INVITE whose Require lists
+// a tag other than 100rel and timer gets 420 Bad Extension with
+// Unsupported (ErrBadExtension; esbc_calls_refused_total{reason=
+// "bad_extension"}).
+//
+// Reliable provisional responses (RFC 3262, prack.go) are terminated per
+// leg. Leg B's INVITE offers "Supported: 100rel"; a reliable 18x from leg
+// B (Require: 100rel, RSeq) is PRACKed in its early dialog (RAck: rseq
+// cseq INVITE; a digest challenge to the PRACK is answered) once per RSeq:
+// the first of its early dialog, then only RSeq+1; a retransmission or an
+// out-of-order one is neither PRACKed nor relayed (§4). Toward leg A, 18x
+// are reliable only when the caller's INVITE requires 100rel (a caller
+// that merely supports it gets them unreliably, as before): Require:
+// 100rel and an RSeq of esbc's own, retransmitted at T1 doubling until the
+// PRACK, which esbc answers 200 itself (481 when it matches nothing) and
+// never relays; one reliable 18x is outstanding at a time; the 2xx waits
+// for the PRACK of a reliable 18x with SDP; no PRACK in 64*T1 fails the
+// set-up with 500 and cancels leg B (§3). The state is Call.prack
+// (PrackState, plain fields, in CallSnapshot.Prack). Not supported: an
+// offer in a reliable 18x for a late-offer call (the 18x reaches leg A
+// without SDP, as before) and an offer in a PRACK (488, the 18x is
+// acknowledged all the same).
 // Session timers (RFC 4028, timer.go): when leg A's peer supports them,
 // Session-Expires/Min-SE cross end to end; when it asks for a timer and leg
 // B's 2xx has none, it is made the refresher (Session-Expires
@@ -108,8 +130,11 @@
 //
 // # RFCs
 //
-// RFC 3261 (§9 CANCEL, §12 dialogs, §13.3.1.4 2xx retransmission, §15 BYE,
-// §22 digest through b2bua/trunk), RFC 3264 (through media), RFC 3325/3323
+// RFC 3261 (§8.2.2.3 420 Bad Extension, §9 CANCEL, §12 dialogs, §13.3.1.4
+// 2xx retransmission, §15 BYE, §22 digest through b2bua/trunk), RFC 3262
+// (§3 UAS: reliable 18x, RSeq, retransmission, 2xx after the PRACK of an
+// 18x with SDP, 5xx after 64*T1; §4 UAC: PRACK once per RSeq, in order, per
+// early dialog; §7 RSeq/RAck; not §5 offers in PRACK), RFC 3264 (through media), RFC 3325/3323
 // (through b2bua/header), RFC 6026 (2xx/ACK handling), RFC 4028 (§7.4 422
 // retry, §9 422 with Min-SE, §10 refresh at half the interval and ending
 // on 408/481, §10 expiry watchdog when the peer refreshes, §9 Table 2
