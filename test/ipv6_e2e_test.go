@@ -493,12 +493,20 @@ func TestIPv6EntryPoints(t *testing.T) {
 		}
 	}
 
-	// Outbound: PBX (udp ::1) → esbc LAN → trunk (tls ::1).
-	out, err := pbx.call(p.addr("lan/udp"), "916502530000")
-	if err != nil {
-		t.Fatalf("outbound call over ::1: %v\n%s", err, failoverTail(p.logs(), 30))
+	// call places a call from caller to number at esbc's listener key and
+	// checks both legs (checkLeg); the caller hangs up.
+	call := func(what string, caller *edgeUA, key, number string, callee *edgeUA) *edgeCall {
+		t.Helper()
+		c, err := caller.call(p.addr(key), number)
+		if err != nil {
+			t.Fatalf("%s over ::1: %v\n%s", what, err, failoverTail(p.logs(), 30))
+		}
+		checkLeg(what, c, callee)
+		return c
 	}
-	checkLeg("outbound call", out, trunk)
+
+	// Outbound: PBX (udp ::1) → esbc LAN → trunk (tls ::1).
+	out := call("outbound call", pbx, "lan/udp", "916502530000", trunk)
 	if u := trunk.lastInvite().Recipient.User; u != "+16502530000" {
 		t.Errorf("outbound call: Request-URI user at the trunk %q, want +16502530000", u)
 	}
@@ -508,21 +516,13 @@ func TestIPv6EntryPoints(t *testing.T) {
 	}
 	// The same from a PBX over TCP on ::1 (LAN tcp listener).
 	pbxTCP := newEdgeUA(t, "pbx-tcp", "::1", "tcp", nil, nil)
-	overTCP, err := pbxTCP.call(p.addr("lan/tcp"), "916502530000")
-	if err != nil {
-		t.Fatalf("outbound call over TCP on ::1: %v\n%s", err, failoverTail(p.logs(), 30))
-	}
-	checkLeg("outbound call over TCP", overTCP, trunk)
+	overTCP := call("outbound call over TCP", pbxTCP, "lan/tcp", "916502530000", trunk)
 	if err := overTCP.hangup(); err != nil {
 		t.Errorf("outbound call over TCP: BYE: %v", err)
 	}
 
 	// Inbound: trunk (tls ::1, from an ephemeral port) → esbc WAN → PBX.
-	in, err := trunk.call(p.addr("wan/tls"), "+14155550100")
-	if err != nil {
-		t.Fatalf("inbound call over ::1: %v\n%s", err, failoverTail(p.logs(), 30))
-	}
-	checkLeg("inbound call", in, pbx)
+	in := call("inbound call", trunk, "wan/tls", "+14155550100", pbx)
 	if u := pbx.lastInvite().Recipient.User; u != "100" {
 		t.Errorf("inbound call: Request-URI user at the PBX %q, want extension 100", u)
 	}
