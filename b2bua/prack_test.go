@@ -160,6 +160,13 @@ func TestPrackTowardTrunk(t *testing.T) {
 		t.Errorf("INVITE toward the trunk: want Supported: 100rel, no Require:\n%s", headersOf(inv))
 	}
 	exchange(t, pbxRTP, sdpAddr(t, s.InviteResponse.Body()), trk, sdpAddr(t, inv.Body()))
+	trkSess := <-e.trkUAS.sessions
+	trkTag, _ := trkSess.InviteResponse.To().Params.Get("tag")
+	cseq := inv.CSeq().SeqNo
+	// The RSeq PRACKed per early dialog is plain call state (HA).
+	if snap := e.b.Snapshot(); len(snap) != 1 || snap[0].Prack.RSeqB[fmt.Sprintf("%d %s", cseq, trkTag)] != 2 {
+		t.Errorf("snapshot's PRACK state: %+v", snap)
+	}
 	if err := hangUp(ctx, s); err != nil {
 		t.Fatal(err)
 	}
@@ -171,8 +178,6 @@ func TestPrackTowardTrunk(t *testing.T) {
 	}
 	pracks := e.trkUAS.requests(sip.PRACK)
 	var racks []string
-	trkSess := <-e.trkUAS.sessions
-	trkTag, _ := trkSess.InviteResponse.To().Params.Get("tag")
 	for _, p := range pracks {
 		racks = append(racks, p.GetHeader("RAck").Value())
 		if tag, _ := p.To().Params.Get("tag"); tag == "" || tag != trkTag {
@@ -182,7 +187,6 @@ func TestPrackTowardTrunk(t *testing.T) {
 			t.Errorf("PRACK Request-URI/Call-ID:\n%s", headersOf(p))
 		}
 	}
-	cseq := inv.CSeq().SeqNo
 	want := []string{fmt.Sprintf("1 %d INVITE", cseq), fmt.Sprintf("2 %d INVITE", cseq)}
 	if strings.Join(racks, "|") != strings.Join(want, "|") {
 		t.Errorf("PRACKs' RAck %q, want %q", racks, want)

@@ -56,9 +56,11 @@ func (b *B2BUA) Snapshot() []CallSnapshot {
 			Prack:  c.prack,
 		}
 		cs.Prack.ackedA = nil
-		cs.Prack.RSeqB = make(map[string]uint32, len(c.prack.RSeqB))
-		for k, v := range c.prack.RSeqB {
-			cs.Prack.RSeqB[k] = v
+		if c.prack.RSeqB != nil {
+			cs.Prack.RSeqB = make(map[string]uint32, len(c.prack.RSeqB))
+			for k, v := range c.prack.RSeqB {
+				cs.Prack.RSeqB[k] = v
+			}
 		}
 		for i := range cs.Timers {
 			cs.Timers[i].SDP = append([]byte(nil), cs.Timers[i].SDP...)

@@ -151,7 +151,7 @@ func timerHeaders(req *sip.Request, minSE, delta int) {
 	req.AppendHeader(sip.NewHeader("Session-Expires", strconv.Itoa(delta)+";refresher=uac"))
 	req.AppendHeader(sip.NewHeader("Min-SE", strconv.Itoa(minSE)))
 	if !supportsTimer(req) {
-		req.AppendHeader(sip.NewHeader("Supported", "timer"))
+		addSupported(req, "timer") // one Supported header (100rel may be there)
 	}
 }
 
