@@ -866,7 +866,13 @@ func (b *B2BUA) buildInvite(c *Call, areq, req *sip.Request, body []byte) {
 	} else {
 		copyHeaders(areq, req, nil, "Supported", "Session-Expires", "Min-SE")
 	}
-	addSupported(req, "100rel") // esbc PRACKs leg B's reliable 18x itself (prack.go)
+	if !c.lateOffer {
+		// esbc PRACKs leg B's reliable 18x itself (prack.go). Not on a
+		// delayed offer: a reliable 18x would carry the offer and its
+		// PRACK the answer, which esbc does not do (the offer waits for
+		// the 2xx, as before).
+		addSupported(req, "100rel")
+	}
 	if c.identity.PAI != "" {
 		req.AppendHeader(sip.NewHeader("P-Asserted-Identity", c.identity.PAI))
 	}

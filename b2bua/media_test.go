@@ -306,6 +306,10 @@ func TestLateOffer(t *testing.T) {
 		if len(req.Body()) != 0 {
 			t.Errorf("INVITE toward the trunk has a body in a delayed-offer call")
 		}
+		if hasTag(req, "Supported", "100rel") {
+			// Its offer would come in a reliable 18x, answered in a PRACK.
+			t.Errorf("delayed-offer INVITE toward the trunk offers 100rel:\n%s", headersOf(req))
+		}
 		sess, err := u.dsc.ReadInvite(req, tx)
 		if err != nil {
 			return
