@@ -69,7 +69,9 @@
 // "bad_extension"}).
 //
 // Reliable provisional responses (RFC 3262, prack.go) are terminated per
-// leg. Leg B's INVITE offers "Supported: 100rel"; a reliable 18x from leg
+// leg. Leg B's INVITE offers "Supported: 100rel" (not on a delayed
+// offer: its offer would come in a reliable 18x and need the answer in the
+// PRACK, which esbc does not do); a reliable 18x from leg
 // B (Require: 100rel, RSeq) is PRACKed in its early dialog (RAck: rseq
 // cseq INVITE; a digest challenge to the PRACK is answered) once per RSeq:
 // the first of its early dialog, then only RSeq+1; a retransmission or an
@@ -82,9 +84,9 @@
 // for the PRACK of a reliable 18x with SDP; no PRACK in 64*T1 fails the
 // set-up with 500 and cancels leg B (§3). The state is Call.prack
 // (PrackState, plain fields, in CallSnapshot.Prack). Not supported: an
-// offer in a reliable 18x for a late-offer call (the 18x reaches leg A
-// without SDP, as before) and an offer in a PRACK (488, the 18x is
-// acknowledged all the same).
+// offer in a reliable 18x (late-offer calls keep today's flow: no 100rel
+// offered, no SDP relayed in 18x) and an offer in a PRACK (488, the 18x
+// is acknowledged all the same).
 // Session timers (RFC 4028, timer.go): when leg A's peer supports them,
 // Session-Expires/Min-SE cross end to end; when it asks for a timer and leg
 // B's 2xx has none, it is made the refresher (Session-Expires
