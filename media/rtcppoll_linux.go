@@ -168,14 +168,12 @@ func (p *rtcpPoller) serve(id int32) {
 // the socket in Go's netpoller (syscall.RawConn.Read) holding no buffer;
 // a buffer is borrowed from bufPool for each packet.
 func (e *Engine) rtpLoop(w *worker) {
-	defer w.ep.wg.Done()
 	rc, err := w.conn.SyscallConn()
 	if err != nil { // not a live socket: serve it the portable way
-		w.buf = make([]byte, bufSize)
-		for !w.serve() {
-		}
+		e.loop(w)
 		return
 	}
+	defer w.ep.wg.Done()
 	read := func(fd uintptr) bool { return w.drain(int(fd)) }
 	for !w.serveRaw(rc, read) {
 	}
