@@ -664,4 +664,25 @@ func TestDSCPOnSIPSockets(t *testing.T) {
 			t.Errorf("%s: IP_TOS = %#x, want %#x (CS3)", name, tos, 24<<2)
 		}
 	}
+	// IPv6: IPV6_TCLASS on the UDP socket and the TCP listener (which Go
+	// would open as MPTCP, where Linux refuses the option).
+	pc6, err := listenPacket(context.Background(), lc, "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback on this machine (IPv4 checked above): %v", err)
+	}
+	defer pc6.Close()
+	ln6, err := listenStream(context.Background(), lc, "[::1]:0")
+	must(t, err)
+	defer ln6.Close()
+	for name, c := range map[string]syscall.Conn{"udp6": pc6.(syscall.Conn), "tcp6": ln6.(syscall.Conn)} {
+		raw, err := c.SyscallConn()
+		must(t, err)
+		var tc int
+		var serr error
+		must(t, raw.Control(func(fd uintptr) { tc, serr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_IPV6, syscall.IPV6_TCLASS) }))
+		must(t, serr)
+		if tc != 24<<2 {
+			t.Errorf("%s: IPV6_TCLASS = %#x, want %#x (CS3)", name, tc, 24<<2)
+		}
+	}
 }

@@ -9,8 +9,12 @@ import (
 // listenConfig sets DSCP (media.dscp.sip) on every SIP socket before it
 // is bound; accepted TCP connections inherit it. Failure to set it is
 // not fatal (some sandboxes refuse IP_TOS): onErr reports it.
+//
+// Multipath TCP is turned off: Go (1.24 on) opens TCP listeners as MPTCP
+// where the kernel has it, and Linux refuses IPV6_TCLASS on an MPTCP
+// socket (EOPNOTSUPP), so SIP over TCP/TLS on IPv6 went unmarked.
 func listenConfig(dscp int, onErr func(error)) *net.ListenConfig {
-	return &net.ListenConfig{
+	lc := &net.ListenConfig{
 		Control: func(network, _ string, c syscall.RawConn) error {
 			if dscp <= 0 {
 				return nil
@@ -34,6 +38,8 @@ func listenConfig(dscp int, onErr func(error)) *net.ListenConfig {
 			return nil
 		},
 	}
+	lc.SetMultipathTCP(false)
+	return lc
 }
 
 func listenPacket(ctx context.Context, lc *net.ListenConfig, addr string) (net.PacketConn, error) {
