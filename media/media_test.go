@@ -2,6 +2,7 @@ package media
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 )
 
@@ -324,6 +326,28 @@ func TestSRTCPBothDirections(t *testing.T) {
 			}
 			if st := c.s.Stats(); st.Legs[1].PacketsIn != 1 || st.Legs[0].PacketsIn != 1 {
 				t.Fatalf("stats %+v", st)
+			}
+			// Clear RTCP on the SRTP leg, too short to be SRTCP (baresip's
+			// APP "PING"): malformed, not an SRTP failure. A forged SRTCP
+			// packet of a valid length (tag flipped): an SRTP failure.
+			ping := []byte{0x80, 0xcc, 0x00, 0x03, 0, 0, 0, 0, 'P', 'I', 'N', 'G', 'P', 'O', 'N', 'G'}
+			binary.BigEndian.PutUint32(ping[4:], c.trunk.ssrc)
+			forged, err := c.trunk.enc.EncryptRTCP(nil, rawRR, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			forged[len(forged)-1] ^= 0xff
+			for _, p := range [][]byte{ping, forged} {
+				if _, err := trunkSock.WriteToUDPAddrPort(p, trunkRTCP); err != nil {
+					t.Fatal(err)
+				}
+			}
+			malformed, failed := e.dropped.WithLabelValues("wan", "malformed"), e.dropped.WithLabelValues("wan", "srtp")
+			for deadline := time.Now().Add(5 * time.Second); testutil.ToFloat64(malformed)+testutil.ToFloat64(failed) < 2 && time.Now().Before(deadline); {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if m, f := testutil.ToFloat64(malformed), testutil.ToFloat64(failed); m != 1 || f != 1 {
+				t.Errorf("dropped on the trunk leg: malformed %v, srtp %v; want 1 and 1", m, f)
 			}
 		})
 	}

@@ -23,6 +23,7 @@ type keys struct {
 	key     []byte // master key || salt
 	mki     []byte
 	keyLen  int
+	minRTCP int // shortest possible SRTCP packet with this key
 
 	ctxOnce sync.Once
 	ctx     *srtpCtx
@@ -278,6 +279,12 @@ func (w *worker) handle(pkt []byte, from netip.AddrPort) {
 		minLen = 8
 	}
 	if len(pkt) < minLen || pkt[0]>>6 != 2 || (rtcpPkt && (!isRTCPByte(pkt[1]) || w.isRTCP == px.mux)) {
+		ep.drop(reasonMalformed)
+		return
+	}
+	if rtcpPkt && px.recv != nil && len(pkt) < px.recv.minRTCP {
+		// Too short to be SRTCP: plain RTCP sent on an SRTP leg (baresip
+		// sends its first APP "PING" and its closing BYE in clear).
 		ep.drop(reasonMalformed)
 		return
 	}

@@ -202,7 +202,13 @@ func keysFrom(c sdp.Crypto) (*keys, error) {
 		return nil, fmt.Errorf("%w: suite %s", ErrNotAcceptable, c.Suite)
 	}
 	// su.Name, not c.Suite: a substring would keep the whole SDP body alive.
-	return &keys{suite: su.Name, profile: prof, key: c.Key, mki: c.MKIBytes(), keyLen: su.KeyLen}, nil
+	k := &keys{suite: su.Name, profile: prof, key: c.Key, mki: c.MKIBytes(), keyLen: su.KeyLen}
+	// The shortest SRTCP packet (RFC 3711 §3.4): RTCP header and sender
+	// SSRC, E flag and SRTCP index, MKI, authentication tag.
+	tag, _ := prof.AuthTagRTCPLen()
+	aead, _ := prof.AEADAuthTagLen()
+	k.minRTCP = 8 + 4 + len(k.mki) + tag + aead
+	return k, nil
 }
 
 func sameKeys(a, b *keys) bool {
