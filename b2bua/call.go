@@ -595,6 +595,7 @@ func (b *B2BUA) setup(c *Call, req *sip.Request, tx sip.ServerTransaction) {
 		c.state = StateConfirmed
 		b.startTimers(c)
 	}
+	c.lastAnswerA = nil // set-up only
 	c.mu.Unlock()
 	b.log.Debug("call confirmed", zap.String("call", c.ID), zap.String("trunk", c.Trunk))
 }
@@ -1109,6 +1110,21 @@ func (b *B2BUA) writeAckB(c *Call) {
 		}
 	}
 	b.sendAck(c, c.B, ack, tx, "ACK to leg B failed")
+	if tx != nil {
+		// RFC 6026 §7.2: leg B's INVITE transaction stays in sipgo's
+		// Accepted state for 64*T1 (Timer M), where each retransmitted 2xx
+		// is re-ACKed (sendAck); then sipgo forgets it and so does the
+		// call: the transaction, its INVITE, the 2xx and the ACK template
+		// are ~6 KiB per call that a confirmed call no longer needs
+		// (BENCHMARKS.md, memory).
+		time.AfterFunc(64*sip.T1, func() {
+			c.mu.Lock()
+			if c.bTx == tx {
+				c.bTx = nil
+			}
+			c.mu.Unlock()
+		})
+	}
 }
 
 // sendAck sends the ACK of a 2xx to an INVITE of esbc's on leg l, and the
