@@ -84,6 +84,7 @@ func New(cfg *Config, deps Deps) (*B2BUA, error) {
 		return nil, err
 	}
 	b.m = m
+	cfg.prepare()
 	b.cfg.Store(cfg)
 	return b, nil
 }
@@ -113,6 +114,7 @@ func (b *B2BUA) SetConfig(cfg *Config) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
+	cfg.prepare()
 	b.cfg.Store(cfg)
 	return nil
 }

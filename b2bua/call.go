@@ -88,7 +88,7 @@ type Call struct {
 	mu       sync.Mutex
 	state    CallState
 	cfg      *Config
-	tc       TrunkConfig
+	tc       *TrunkConfig // the trunk's entry of cfg (shared, read-only)
 	trunk    Trunk
 	media    MediaSession
 	acquired bool
@@ -257,10 +257,7 @@ func (b *B2BUA) newCall(s *side, req *sip.Request, tx sip.ServerTransaction) (*C
 		return nil, fmt.Errorf("trunk %q: %w", trunkName, ErrNoRoute)
 	}
 	c.trunk = t
-	c.tc = cfg.Trunks[trunkName]
-	if c.tc.Name == "" {
-		c.tc.Name = trunkName
-	}
+	c.tc = cfg.trunk(trunkName)
 	if !t.Acquire() {
 		b.log.Warn("trunk channel limit reached", zap.String("trunk", trunkName))
 		return nil, ErrChannels

@@ -327,7 +327,9 @@ func (s *Session) Offer(from int, body []byte) ([]byte, error) {
 			p.lines = append(p.lines, pl)
 			continue
 		}
-		st, isNew, err := s.stream(i, m.Type)
+		// A clone: a substring would keep the whole offer's text alive
+		// for the call's lifetime (endpoint.media).
+		st, isNew, err := s.stream(i, strings.Clone(m.Type))
 		if err != nil {
 			return rollback(err)
 		}
