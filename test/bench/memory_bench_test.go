@@ -15,11 +15,12 @@
 // call (plain RTP from the PBX socket toward esbc's LAN port, SRTP from the
 // trunk socket toward esbc's WAN port, pion/srtp), and reads them again
 // after the streams reached steady state. Per call = (figure − the same
-// figure of a baseline) ÷ calls, against two baselines: "cold", the idle
+// figure of a baseline) ÷ calls, against one of two baselines: "cold", the idle
 // process just after start (the process's one-time growth — pools,
 // arenas, maps sized for the set-up burst — is charged to the calls, so
-// the figure errs high), and "warm", the process after a first round of
-// the same calls was set up and ended (the marginal cost of a call).
+// the figure errs high), or with ESBC_BENCH_WARM=1 "warm", the process
+// after a first round of the same calls was set up and ended (the
+// marginal cost of a call).
 // Nothing is asserted about memory; lines start "BENCH memory".
 // Knobs:
 //
@@ -28,11 +29,13 @@
 //	ESBC_BENCH_RTP_SECONDS  RTP before the measurement (default 15)
 //	ESBC_BENCH_SETTLE       seconds after the ramp before the idle figure (default 35: the
 //	                        setup transactions' timers)
-//	ESBC_BENCH_WARM=0       no warm-up round: by default a first round of the same calls is
-//	                        set up and ended (and ESBC_BENCH_SETTLE waited) before the
-//	                        measured round, and per-call figures are printed twice: cold
-//	                        (against the process just started) and warm (against the
-//	                        process after the warm-up round: the marginal cost of a call)
+//	ESBC_BENCH_WARM=1       warm figures: a first round of the same calls is set up and
+//	                        ended (and ESBC_BENCH_SETTLE waited) before the measured
+//	                        round, and per-call figures are against the process after
+//	                        it (the marginal cost of a call). Default: cold figures,
+//	                        against the process just started. One run gives one of
+//	                        the two: after a warm-up round the process just started
+//	                        is no baseline any more.
 //	ESBC_BENCH_PROFILE=dir  save esbc's heap profiles there (after a GC, from
 //	                        /api/v1/debug/pprof/heap): heap-quiet.pb.gz (calls up, no RTP),
 //	                        heap-rtp.pb.gz (RTP flowing), heap-idle.pb.gz and heap-warm.pb.gz (the
@@ -274,6 +277,14 @@ func memScrape(t *testing.T, e *sipESBC, names ...string) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// memBase names the baseline of the per-call figures.
+func memBase(warm bool) string {
+	if warm {
+		return "warm: against the process after the warm-up round"
+	}
+	return "cold: against the process just started"
 }
 
 // perCall formats s − base per call.
@@ -541,7 +552,7 @@ func TestMemoryPerCallRTP(t *testing.T) {
 	// just started) it is the cold figure, which charges the one-time
 	// growth to the calls.
 	warm := idle
-	if os.Getenv("ESBC_BENCH_WARM") != "0" {
+	if os.Getenv("ESBC_BENCH_WARM") == "1" {
 		w := sipStartSIPp(t, n.dir, "pbx-warm", fmt.Sprintf("127.0.0.1:%d", n.lan), "-sf", uac, "-t", "u1",
 			"-i", "127.0.0.1", "-p", strconv.Itoa(n.pbx), "-mp", strconv.Itoa(n.pbxMedia), "-s", "916502530000",
 			"-m", strconv.Itoa(want), "-r", strconv.Itoa(rate), "-l", strconv.Itoa(want+10),
@@ -582,10 +593,7 @@ func TestMemoryPerCallRTP(t *testing.T) {
 	time.Sleep(settle)
 	quiet := memRead(t, e)
 	fmt.Printf("BENCH memory calls=%d no RTP, %s after the ramp: %s\n", want, settle, quiet)
-	fmt.Printf("BENCH memory calls=%d no RTP per call (cold: against the idle process): %s\n", want, quiet.perCall(idle, want))
-	if warm != idle {
-		fmt.Printf("BENCH memory calls=%d no RTP per call (warm: against the warm baseline): %s\n", want, quiet.perCall(warm, want))
-	}
+	fmt.Printf("BENCH memory calls=%d no RTP per call (%s): %s\n", want, memBase(warm != idle), quiet.perCall(warm, want))
 	memProfile(t, e, "heap-quiet.pb.gz")
 	if pps == 0 {
 		return
@@ -633,10 +641,7 @@ func TestMemoryPerCallRTP(t *testing.T) {
 	}
 	time.Sleep(time.Second) // what is still queued toward esbc is relayed before the count
 	in, out, dropped := memMediaStats(t, e)
-	fmt.Printf("BENCH memory calls=%d RTP %dpps/stream both legs (SRTP on the trunk leg) per call, highest RSS sample (cold: against the idle process): %s\n", want, pps, hi.perCall(idle, want))
-	if warm != idle {
-		fmt.Printf("BENCH memory calls=%d RTP %dpps/stream both legs (SRTP on the trunk leg) per call, highest RSS sample (warm: against the warm baseline): %s\n", want, pps, hi.perCall(warm, want))
-	}
+	fmt.Printf("BENCH memory calls=%d RTP %dpps/stream both legs (SRTP on the trunk leg) per call, highest RSS sample (%s): %s\n", want, pps, memBase(warm != idle), hi.perCall(warm, want))
 	fmt.Printf("BENCH memory calls=%d RTP sent=%d over %.1fs (generator late by up to %v) esbc in lan=%d wan=%d out lan=%d wan=%d dropped lan=%d wan=%d esbc_cpu=%.0f%% of a core; ramp ended %s ago\n",
 		want, sent, wall.Seconds(), late, in[0], in[1], out[0], out[1], dropped[0], dropped[1],
 		100*cpu.Seconds()/wall.Seconds(), time.Since(rampDone).Round(time.Second))
