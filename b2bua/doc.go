@@ -54,8 +54,8 @@
 // without SDP) is handled: leg B's 2xx offer goes through media Offer and
 // leg A's ACK answer is carried in the ACK to leg B. CANCEL from leg A
 // cancels leg B (after its first provisional, RFC 3261 §9.1); a 2xx that
-// crosses a CANCEL or a BYE is
-// ACKed and ended with BYE. In-dialog requests (re-INVITE, UPDATE, INFO,
+// crosses a CANCEL or a BYE is ACKed and ended with BYE. In-dialog
+// requests (re-INVITE, UPDATE, INFO,
 // OPTIONS, REFER per trunk policy, NOTIFY, MESSAGE) are relayed to the
 // other leg with SDP through media Offer/Answer; esbc ACKs re-INVITE 2xx
 // on the other leg itself and absorbs the incoming ACK. In-dialog requests
