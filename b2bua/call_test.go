@@ -139,3 +139,34 @@ func TestInboundFromUnknownSourceRefused(t *testing.T) {
 		t.Fatal("rogue call reached the PBX")
 	}
 }
+
+// TestCallOutlivesInviteTransaction: 64*T1 after the ACK the call drops
+// leg B's INVITE transaction (RFC 6026 Timer M, memory per call); the
+// dialog goes on: a BYE from the PBX still reaches the trunk and the call
+// ends answered.
+func TestCallOutlivesInviteTransaction(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := e.outbound(ctx, "94155550123")
+	if err != nil {
+		t.Fatalf("outbound call: %v", err)
+	}
+	// Past Timer M of leg B's INVITE and Timer L of leg A's: waiting for
+	// a timer to fire, not for a readiness signal.
+	time.Sleep(64*sip.T1 + 10*sip.T1)
+	if n := e.b.ActiveCalls(); n != 1 {
+		t.Fatalf("%d calls active after 64*T1, want 1", n)
+	}
+	if err := hangUp(ctx, s); err != nil {
+		t.Fatalf("BYE from PBX: %v", err)
+	}
+	select {
+	case <-e.trkUAS.byes:
+	case <-ctx.Done():
+		t.Fatal("trunk got no BYE")
+	}
+	if cdr := e.waitEnded(1)[0]; cdr.Disposition != "answered" {
+		t.Errorf("CDR %+v", cdr)
+	}
+}
