@@ -101,9 +101,9 @@
 // goroutine and buffer per socket cost memory for nothing). On Linux the
 // RTP goroutines wait in Go's netpoller holding no buffer and borrow one
 // from an engine-wide pool per datagram (a buffer per socket is 3 KiB per
-// call). Each SRTP key has one context, created by Answer once the key is
-// in use (not by the first packet: key derivation runs deeper than the
-// packet path and would double the RTP goroutine's stack) and shared by
+// call). Each SRTP key has one context, created on first use (on a
+// short-lived goroutine: key derivation runs deeper than the packet path
+// and would double the RTP goroutine's stack) and shared by
 // the RTP and the RTCP reader that use it (the RTP reader its SRTP half,
 // the RTCP reader its SRTCP half: one context per worker would carry an
 // unused half each); a mutex per context, uncontended but for the rare

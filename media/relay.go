@@ -3,6 +3,7 @@ package media
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -41,16 +42,32 @@ type srtpCtx struct {
 	c  *srtp.Context
 }
 
-// context returns the key's shared context, created on first use.
+// context returns the key's shared context, created on first use (by the
+// first packet that needs it).
 func (k *keys) context() (*srtpCtx, error) {
 	k.ctxOnce.Do(func() {
-		c, err := srtp.CreateContext(k.key[:k.keyLen], k.key[k.keyLen:], k.profile,
-			srtp.SRTPReplayProtection(256), srtp.SRTCPReplayProtection(256), srtp.MasterKeyIndicator(k.mki))
-		if err != nil {
-			k.ctxErr = err
-			return
-		}
-		k.ctx = &srtpCtx{c: c}
+		// Key derivation runs deeper than the packet path: on the RTP
+		// goroutine it would grow that goroutine's stack from 4 to 8 KiB
+		// until a GC shrinks it (BENCHMARKS.md, memory). It runs once per
+		// key on a short-lived goroutine of its own instead, the caller
+		// waiting for it as it waited for the inline call.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			defer func() {
+				if r := recover(); r != nil {
+					k.ctx, k.ctxErr = nil, fmt.Errorf("srtp context: panic: %v", r)
+				}
+			}()
+			c, err := srtp.CreateContext(k.key[:k.keyLen], k.key[k.keyLen:], k.profile,
+				srtp.SRTPReplayProtection(256), srtp.SRTCPReplayProtection(256), srtp.MasterKeyIndicator(k.mki))
+			if err != nil {
+				k.ctxErr = err
+				return
+			}
+			k.ctx = &srtpCtx{c: c}
+		}()
+		<-done
 	})
 	return k.ctx, k.ctxErr
 }

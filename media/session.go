@@ -737,15 +737,6 @@ func (s *Session) Answer(from int, body []byte) ([]byte, error) {
 		}
 	}
 	for _, c := range commits {
-		// The SRTP contexts are created here, not by the first packet: key
-		// derivation runs deeper than the packet path and would grow the
-		// RTP goroutine's stack to 8 KiB until the next GC shrinks it
-		// (BENCHMARKS.md, memory). An error is reported by the worker.
-		for _, k := range [2]*keys{c.pl.recv, c.pl.send} {
-			if k != nil {
-				_, _ = k.context()
-			}
-		}
 		if cur := c.ep.plan.Load(); cur == nil || !c.pl.active || cur.epoch != c.pl.epoch {
 			c.ep.latched.Store(nil)
 			c.ep.latchedC.Store(nil)
