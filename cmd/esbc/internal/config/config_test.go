@@ -67,6 +67,25 @@ func TestMinimalConfigGetsDefaults(t *testing.T) {
 	}
 }
 
+// TestTrunkInteropKeys: srtp_suites keeps the file's order (empty by
+// default: media's own list) and prack defaults to true.
+func TestTrunkInteropKeys(t *testing.T) {
+	s, err := Parse([]byte(base+`trunks:
+  - { name: a, domain: a.example, auth: {method: ip}, srtp_suites: [AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80], prack: false }
+  - { name: b, domain: b.example, auth: {method: ip} }
+`), "mem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := s.Trunk("a"), s.Trunk("b")
+	if strings.Join(a.SRTPSuites, ",") != "AEAD_AES_128_GCM,AES_CM_128_HMAC_SHA1_80" || a.PRACK {
+		t.Fatalf("trunk a: srtp_suites %v prack %v", a.SRTPSuites, a.PRACK)
+	}
+	if len(b.SRTPSuites) != 0 || !b.PRACK {
+		t.Fatalf("trunk b defaults: srtp_suites %v prack %v", b.SRTPSuites, b.PRACK)
+	}
+}
+
 func TestEmbedded(t *testing.T) {
 	s := Embedded()
 	if !s.Embedded || len(s.LANListen) != 2 || s.WANListen[0] != (Listen{"tls", "127.0.0.1:5061"}) {
@@ -190,6 +209,16 @@ func TestErrors(t *testing.T) {
 			[]string{`trunks[0].srtp: invalid value "always" (want one of mandatory, optional, off)`}},
 		{"sdes over udp", `trunks: [{name: a, domain: a.example, auth: {method: ip}, transport: udp}]`,
 			[]string{`trunks[0].allow_sdes_insecure: srtp "mandatory" over transport "udp" sends SDES keys in clear text: use tls or set allow_sdes_insecure: true`}},
+		{"srtp suites valid", `trunks: [{name: a, domain: a.example, auth: {method: ip}, srtp_suites: [AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80], prack: false}]`, nil},
+		{"srtp suites unknown", `trunks: [{name: a, domain: a.example, auth: {method: ip}, srtp_suites: [AES_CM_128_HMAC_SHA1_80, aes_cm_128_hmac_sha1_32, AES_256_CM_HMAC_SHA1_80]}]`,
+			[]string{`trunks[0].srtp_suites[1]: unknown SRTP suite "aes_cm_128_hmac_sha1_32" (want one of AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, AEAD_AES_128_GCM, AEAD_AES_256_GCM)`,
+				`trunks[0].srtp_suites[2]: unknown SRTP suite "AES_256_CM_HMAC_SHA1_80" (want one of AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, AEAD_AES_128_GCM, AEAD_AES_256_GCM)`}},
+		{"srtp suites duplicate", `trunks: [{name: a, domain: a.example, auth: {method: ip}, srtp_suites: [AEAD_AES_256_GCM, AES_CM_128_HMAC_SHA1_32, AEAD_AES_256_GCM]}]`,
+			[]string{`trunks[0].srtp_suites[2]: duplicate SRTP suite "AEAD_AES_256_GCM" (also srtp_suites[0])`}},
+		{"srtp suites type", `trunks: [{name: a, domain: a.example, auth: {method: ip}, srtp_suites: AES_CM_128_HMAC_SHA1_80}]`,
+			[]string{"trunks[0].srtp_suites: want a list, got a string"}},
+		{"prack type", `trunks: [{name: a, domain: a.example, auth: {method: ip}, prack: sometimes}]`,
+			[]string{"trunks[0].prack: want true or false, got sometimes"}},
 		{"codecs", `trunks: [{name: a, domain: a.example, auth: {method: ip}, codecs: [PCMU, AMR]}]`,
 			[]string{`trunks[0].codecs[1]: unknown codec "AMR"`}},
 		{"codecs empty", `trunks: [{name: a, domain: a.example, auth: {method: ip}, codecs: []}]`,

@@ -68,6 +68,7 @@ func DefaultTrunk() Trunk {
 		Channels:         300,
 		SRTP:             "mandatory",
 		Codecs:           []string{"PCMU", "PCMA", "G729", "telephone-event"},
+		PRACK:            true,
 		OptionsInterval:  30 * time.Second,
 		FailoverTimeout:  2 * time.Second,
 		FailbackHolddown: 30 * time.Second,

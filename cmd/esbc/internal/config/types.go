@@ -98,9 +98,11 @@ type Trunk struct {
 	Channels            int           `mapstructure:"channels"`
 	SRTP                string        `mapstructure:"srtp"` // mandatory|optional|off
 	AllowSDESInsecure   bool          `mapstructure:"allow_sdes_insecure"`
+	SRTPSuites          []string      `mapstructure:"srtp_suites"` // SDES suites offered/accepted, in order; empty = all supported
 	Codecs              []string      `mapstructure:"codecs"`
 	Video               bool          `mapstructure:"video"`
 	T38                 bool          `mapstructure:"t38"`
+	PRACK               bool          `mapstructure:"prack"` // offer 100rel toward the trunk (default true)
 	Emergency           bool          `mapstructure:"emergency"`
 	OptionsInterval     time.Duration `mapstructure:"options_interval"`
 	FailoverTimeout     time.Duration `mapstructure:"failover_timeout"`

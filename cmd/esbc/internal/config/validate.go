@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -213,6 +214,8 @@ var (
 	headerNameRe = regexp.MustCompile(`^[A-Za-z0-9!%'*+\-.^_` + "`" + `|~]+$`)
 	methodRe     = regexp.MustCompile(`^[A-Z]+$`)
 	knownCodecs  = map[string]bool{"PCMU": true, "PCMA": true, "G729": true, "G722": true, "telephone-event": true, "opus": true, "iLBC": true, "GSM": true, "CN": true}
+	// srtpSuites are the SDES suites media offers and accepts (media.Suites).
+	srtpSuites   = []string{"AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM", "AEAD_AES_256_GCM"}
 	knownMethods = map[string]bool{"INVITE": true, "ACK": true, "BYE": true, "CANCEL": true, "OPTIONS": true, "INFO": true,
 		"UPDATE": true, "PRACK": true, "NOTIFY": true, "REFER": true, "SUBSCRIBE": true, "MESSAGE": true, "REGISTER": true, "PUBLISH": true}
 )
@@ -587,6 +590,17 @@ func (v validator) trunk(i int, t *Trunk, index map[string]int) {
 	v.enum(k+".srtp", t.SRTP, "mandatory", "optional", "off")
 	if t.SRTP != "off" && (t.Transport == "tcp" || t.Transport == "udp") && !t.AllowSDESInsecure {
 		v.errs.add(k+".allow_sdes_insecure", "srtp %q over transport %q sends SDES keys in clear text: use tls or set allow_sdes_insecure: true", t.SRTP, t.Transport)
+	}
+	seenSuite := map[string]int{}
+	for j, su := range t.SRTPSuites {
+		key := fmt.Sprintf("%s.srtp_suites[%d]", k, j)
+		if !slices.Contains(srtpSuites, su) {
+			v.errs.add(key, "unknown SRTP suite %q (want one of %s)", su, strings.Join(srtpSuites, ", "))
+		} else if prev, dup := seenSuite[su]; dup {
+			v.errs.add(key, "duplicate SRTP suite %q (also srtp_suites[%d])", su, prev)
+		} else {
+			seenSuite[su] = j
+		}
 	}
 	if len(t.Codecs) == 0 {
 		v.errs.add(k+".codecs", "at least one codec is required")
