@@ -44,6 +44,37 @@ type LegConfig struct {
 	Video, T38        bool       // does this leg carry them? false → port 0 toward it
 	LatchAddr         netip.Addr // far-end NAT: latch to packets from this IP (the SIP source); zero = SDP address
 	CallID            string     // this leg's SIP Call-ID, passed to the Tap with its packets; empty = the session id
+	// Suites are the SDES suites (RFC 4568 names) esbc offers toward this
+	// leg, as a=crypto tags 1..n in this order, and accepts from its offers
+	// (the first one of the offer that is in the list). nil = every suite
+	// in DefaultSuites order offered, any supported suite accepted.
+	Suites []string
+}
+
+// DefaultSuites are the SDES suites offered toward a leg whose
+// LegConfig.Suites is empty, in this order; a LegConfig.Suites list may
+// name any of them.
+var DefaultSuites = []string{"AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AES_128_GCM", "AEAD_AES_256_GCM"}
+
+// offerSuites are the suites offered toward the leg.
+func (l *LegConfig) offerSuites() []string {
+	if len(l.Suites) == 0 {
+		return DefaultSuites
+	}
+	return l.Suites
+}
+
+// acceptsSuite reports whether an offer's suite may be used on the leg.
+func (l *LegConfig) acceptsSuite(name string) bool {
+	if len(l.Suites) == 0 {
+		return true
+	}
+	for _, s := range l.Suites {
+		if s == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Config is the engine configuration. See doc.go for which fields are hot.

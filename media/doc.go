@@ -18,7 +18,9 @@
 //	    Video, T38        bool       // does this leg carry them? false → port 0 / 488 if nothing else is left
 //	    LatchAddr         netip.Addr // far-end NAT: latch to packets from this IP (the SIP source); zero = SDP address
 //	    CallID            string     // this leg's SIP Call-ID, given to the Tap with its packets; empty = the session id
+//	    Suites            []string   // SDES suites offered toward the leg (in order) and accepted from it; nil = DefaultSuites
 //	}
+//	var DefaultSuites []string // AES_CM_128_HMAC_SHA1_80, _32, AEAD_AES_128_GCM, AEAD_AES_256_GCM
 //	type Config struct {
 //	    PortMin, PortMax  int           // media port range (inclusive); RTP even, RTCP odd
 //	    Quarantine        time.Duration // a released port is not reused before this (default 2s)
@@ -77,10 +79,15 @@
 // (topology hiding); every other line passes byte for byte (media/sdp).
 // Per-leg policy: SRTPMandatory → RTP/SAVP + a=crypto; SRTPOptional →
 // RTP/AVP with best-effort a=crypto (SRTP if the peer answers with it);
-// SRTPOff → RTP/AVP without crypto. Keys are offered in the order
-// AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, AEAD_AES_128_GCM,
-// AEAD_AES_256_GCM; toward the offerer esbc answers in the suite the
-// offerer listed first among those it supports. Codecs are filtered by both
+// SRTPOff → RTP/AVP without crypto. Keys are offered in the order of the
+// leg's Suites (a=crypto tags 1..n), by default AES_CM_128_HMAC_SHA1_80,
+// AES_CM_128_HMAC_SHA1_32, AEAD_AES_128_GCM, AEAD_AES_256_GCM; toward
+// the offerer esbc answers in the suite the offerer listed first among
+// those it supports and the offerer's leg Suites allow (any supported
+// one when Suites is nil). An offer with no such suite is an offer
+// without usable crypto: ErrNotAcceptable with SRTPMandatory or an
+// RTP/SAVP offer, plain RTP with SRTPOptional and RTP/AVP. NewSession
+// refuses a Suites list with a name outside DefaultSuites or twice. Codecs are filtered by both
 // legs' Codecs lists (telephone-event always kept); when nothing is left and
 // Transcode is on, G.711 µ-law↔A-law is transcoded by table. rtcp-mux is
 // used on a leg when its offer (or answer to our offer carrying it) has it.

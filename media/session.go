@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -113,6 +114,14 @@ func (e *Engine) NewSession(id string, a, b LegConfig, onInactive func()) (*Sess
 		}
 		if l.SRTP == SRTPMandatory && !l.SignalingSecure && !l.AllowInsecureSDES {
 			return nil, fmt.Errorf("%w: leg %s: srtp mandatory but signalling is not TLS and insecure SDES is not allowed", ErrNotAcceptable, l.Name)
+		}
+		for j, su := range l.Suites {
+			if !slices.Contains(DefaultSuites, su) {
+				return nil, fmt.Errorf("media: session %s leg %d (%s): unsupported srtp suite %q", id, i, l.Name, su)
+			}
+			if slices.Contains(l.Suites[:j], su) {
+				return nil, fmt.Errorf("media: session %s leg %d (%s): srtp suite %q listed twice", id, i, l.Name, su)
+			}
 		}
 	}
 	if onInactive == nil {
@@ -359,8 +368,8 @@ func (s *Session) Offer(from int, body []byte) ([]byte, error) {
 					pl.offered[1] = cur.send
 					lines = append(lines, cryptoOf(1, cur.send))
 				} else {
-					for tag, su := range sdp.Suites[:4] {
-						k, _, err := newKeys(su.Name)
+					for tag, su := range s.legs[y].offerSuites() {
+						k, _, err := newKeys(su)
 						if err != nil {
 							return rollback(err)
 						}
@@ -381,12 +390,18 @@ func (s *Session) Offer(from int, body []byte) ([]byte, error) {
 	return s.finish(y, out), nil
 }
 
-// offerCrypto decides SRTP on the offerer's leg; "" means acceptable.
+// offerCrypto decides SRTP on the offerer's leg; "" means acceptable. The
+// answer uses the first a=crypto of the offer that esbc supports and the
+// leg's Suites allow (RFC 4568 §7.1.2: the answerer picks from the offer);
+// an offer with none is one without usable crypto.
 func (s *Session) offerCrypto(x int, m *sdp.Media, pl *pendLine) string {
 	var firstErr error
 	if s.keysAllowed(x) {
 		for _, v := range m.Attrs("crypto") {
 			c, err := sdp.ParseCrypto(v)
+			if err == nil && !s.legs[x].acceptsSuite(c.Suite) {
+				err = fmt.Errorf("suite %s is not in the leg's srtp suites", c.Suite)
+			}
 			if err != nil {
 				if firstErr == nil {
 					firstErr = err
