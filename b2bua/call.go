@@ -864,11 +864,12 @@ func (b *B2BUA) buildInvite(c *Call, areq, req *sip.Request, body []byte) {
 	} else {
 		copyHeaders(areq, req, nil, "Supported", "Session-Expires", "Min-SE")
 	}
-	if !c.lateOffer {
-		// esbc PRACKs leg B's reliable 18x itself (prack.go). Not on a
-		// delayed offer: a reliable 18x would carry the offer and its
-		// PRACK the answer, which esbc does not do (the offer waits for
-		// the 2xx, as before).
+	// esbc PRACKs leg B's reliable 18x itself (prack.go). Not on a
+	// delayed offer: a reliable 18x would carry the offer and its PRACK
+	// the answer, which esbc does not do (the offer waits for the 2xx, as
+	// before). Not toward a trunk with prack: false (TrunkConfig.NoPRACK).
+	offer100rel := !c.lateOffer && !(c.Direction == "outbound" && c.tc.NoPRACK)
+	if offer100rel {
 		addSupported(req, "100rel")
 	}
 	if c.identity.PAI != "" {
@@ -880,6 +881,13 @@ func (b *B2BUA) buildInvite(c *Call, areq, req *sip.Request, body []byte) {
 	if pol := b.policy(c, c.B); pol != nil {
 		if err := pol.CopyAllowed(areq, req); err != nil {
 			b.log.Info("header policy", zap.String("call", c.ID), zap.Error(err))
+		}
+		if !offer100rel {
+			// The policy copies leg A's Supported/Require when esbc wrote
+			// none: leg A's 100rel must not offer (or demand) reliable
+			// 18x that esbc does not want on leg B.
+			dropOptionTag(req, "Supported", "100rel")
+			dropOptionTag(req, "Require", "100rel")
 		}
 		return
 	}

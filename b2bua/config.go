@@ -124,7 +124,14 @@ type TrunkConfig struct {
 	FromDisplay string
 	// FarEndNAT latches the trunk leg's media to the SIP source address.
 	FarEndNAT bool
-	Media     media.LegConfig
+	// NoPRACK (prack: false): esbc's INVITEs toward the trunk offer no
+	// "Supported: 100rel" (a reliable 18x the trunk sends anyway is still
+	// PRACKed). Calls from the trunk (toward the PBX) are not affected.
+	NoPRACK bool
+	// Media is the trunk leg's media policy (Name "" = Config.WANMedia);
+	// Media.Suites are the SDES suites offered toward the trunk and
+	// accepted from it (srtp_suites).
+	Media media.LegConfig
 }
 
 // Route is the outcome of the dial plan for an outbound call.

@@ -75,7 +75,9 @@
 // Reliable provisional responses (RFC 3262, prack.go) are terminated per
 // leg. Leg B's INVITE offers "Supported: 100rel" (not on a delayed
 // offer: its offer would come in a reliable 18x and need the answer in the
-// PRACK, which esbc does not do); a reliable 18x from leg
+// PRACK, which esbc does not do; nor toward a trunk whose
+// TrunkConfig.NoPRACK is set, prack: false, where leg A's 100rel is kept
+// out of the copied Supported/Require too); a reliable 18x from leg
 // B (Require: 100rel, RSeq) is PRACKed in its early dialog (RAck: rseq
 // cseq INVITE; a digest challenge to the PRACK is answered) once per RSeq:
 // the first of its early dialog, then only RSeq+1; a retransmission or an

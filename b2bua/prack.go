@@ -14,7 +14,9 @@ import (
 
 // Reliable provisional responses (RFC 3262), terminated per leg.
 //
-// Leg B (esbc is the UAC): esbc's INVITE offers "Supported: 100rel". A
+// Leg B (esbc is the UAC): esbc's INVITE offers "Supported: 100rel"
+// (not toward a trunk with prack: false, TrunkConfig.NoPRACK, nor on a
+// delayed offer; leg A's 100rel never crosses). A
 // 18x with "Require: 100rel" and an RSeq is PRACKed in its early dialog
 // (its To tag, Contact and Record-Route) with "RAck: rseq cseq INVITE",
 // once per RSeq: the first reliable 18x of an early dialog, then only the
@@ -135,6 +137,29 @@ func addSupported(req *sip.Request, tag string) {
 	}
 	req.RemoveHeader("Supported")
 	req.AppendHeader(sip.NewHeader("Supported", tag))
+}
+
+// dropOptionTag removes tag from every name header of req; a header left
+// without tags goes.
+func dropOptionTag(req *sip.Request, name, tag string) {
+	if !hasOptionTag(req, name, tag) {
+		return
+	}
+	var keep, names []string
+	for _, h := range req.GetHeaders(name) {
+		names = append(names, h.Name())
+		for _, tok := range strings.Split(h.Value(), ",") {
+			if tok = strings.TrimSpace(tok); tok != "" && !strings.EqualFold(tok, tag) {
+				keep = append(keep, tok)
+			}
+		}
+	}
+	for _, n := range names {
+		req.RemoveHeader(n)
+	}
+	if len(keep) > 0 {
+		req.AppendHeader(sip.NewHeader(name, strings.Join(keep, ", ")))
+	}
 }
 
 // rseqOf is the RSeq of a response (1 .. 2^31-1).

@@ -479,6 +479,7 @@ func b2buaConfig(s *config.Snapshot, d CallsDeps) (*b2bua.Config, error) {
 		ml.AllowInsecureSDES = t.AllowSDESInsecure
 		ml.Codecs = t.Codecs
 		ml.Video, ml.T38 = t.Video, t.T38
+		ml.Suites = t.SRTPSuites // nil/empty: media's default list
 		var hp *header.Compiled
 		if len(t.HeaderRules) > 0 {
 			if hp, err = headerPolicy(s, t.HeaderRules); err != nil {
@@ -490,7 +491,7 @@ func b2buaConfig(s *config.Snapshot, d CallsDeps) (*b2bua.Config, error) {
 			Name:    t.Name, Domain: t.Domain, Transport: t.Transport, FromUser: t.FromUser,
 			CallerID: t.CallerID, AllowedCallerIDs: t.AllowedCallerIDs, TrustPAI: t.TrustPAI,
 			ReferRelay: t.Refer == "relay", FailoverTimeout: t.FailoverTimeout, MaxDuration: t.MaxCallDuration,
-			FarEndNAT: t.FarEndNAT, Media: ml,
+			FarEndNAT: t.FarEndNAT, NoPRACK: !t.PRACK, Media: ml,
 		}
 	}
 	return cfg, nil
