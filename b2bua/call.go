@@ -868,7 +868,7 @@ func (b *B2BUA) buildInvite(c *Call, areq, req *sip.Request, body []byte) {
 	// delayed offer: a reliable 18x would carry the offer and its PRACK
 	// the answer, which esbc does not do (the offer waits for the 2xx, as
 	// before). Not toward a trunk with prack: false (TrunkConfig.NoPRACK).
-	offer100rel := !c.lateOffer && !(c.Direction == "outbound" && c.tc.NoPRACK)
+	offer100rel := !c.lateOffer && (c.Direction != "outbound" || !c.tc.NoPRACK)
 	if offer100rel {
 		addSupported(req, "100rel")
 	}
