@@ -528,27 +528,21 @@ func (b *B2BUA) setup(c *Call, req *sip.Request, tx sip.ServerTransaction) {
 	b.noteTimer(c, res, true) // armed once confirmed (startTimers)
 	c.mu.Unlock()
 	answer := res.Body()
-	if c.lateOffer && c.media != nil && len(answer) > 0 {
-		// Delayed offer: leg B's 2xx offers; leg A answers in its ACK.
-		o, err := c.media.Offer(1, answer)
+	if c.media != nil && len(answer) > 0 {
+		rewrite, what := c.media.Answer, "answer from leg B not acceptable"
+		if c.lateOffer {
+			// Delayed offer: leg B's 2xx offers; leg A answers in its ACK.
+			rewrite, what = c.media.Offer, "offer in leg B's 2xx not acceptable"
+		}
+		out, err := rewrite(1, answer)
 		if err != nil {
-			b.log.Warn("offer in leg B's 2xx not acceptable", zap.String("call", c.ID), zap.Error(err))
+			b.log.Warn(what, zap.String("call", c.ID), zap.Error(err))
 			b.ackB(c)
 			b.sendBye(c, c.B)
 			b.failSetup(c, req, tx, err)
 			return
 		}
-		answer = o
-	} else if c.media != nil && len(answer) > 0 {
-		a, err := c.media.Answer(1, answer)
-		if err != nil {
-			b.log.Warn("answer from leg B not acceptable", zap.String("call", c.ID), zap.Error(err))
-			b.ackB(c)
-			b.sendBye(c, c.B)
-			b.failSetup(c, req, tx, err)
-			return
-		}
-		answer = a
+		answer = out
 	} else if len(answer) == 0 {
 		answer = c.lastAnswerA
 	}

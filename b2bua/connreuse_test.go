@@ -2,6 +2,7 @@ package b2bua_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -208,28 +209,8 @@ func TestTrunkKeepsOneTLSConnection(t *testing.T) {
 	// Inbound calls over esbc's connection: the trunk sends the INVITE and
 	// its in-dialog requests to the flow (RewriteContact: to the source of
 	// esbc's answers), never to esbc's listening port.
-	trkUA := &sipgo.DialogUA{
-		Client: e.trk.cli,
-		ContactHDR: sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "trunk", Host: trunkIP, Port: e.trk.port(),
-			UriParams: sip.HeaderParams{{K: "transport", V: "tls"}}}},
-		RewriteContact: true,
-	}
 	for i := range 2 {
-		req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "+14155550100", Host: wanIP, Port: e.wan.port(),
-			UriParams: sip.HeaderParams{{K: "transport", V: "tls"}}})
-		req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "+442071234567", Host: "trunk.test"},
-			Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(8)}}})
-		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-		req.SetBody(sdpOffer(trunkIP, 50000))
-		req.SetTransport("TLS")
-		req.SetDestination(flow)
-		s, err := trkUA.WriteInvite(ctx, req)
-		if err != nil {
-			t.Fatalf("inbound call %d: %v", i, err)
-		}
-		if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
-			t.Fatalf("inbound call %d: %v", i, err)
-		}
+		s := trunkInviteOver(t, ctx, e, flow, fmt.Sprintf("inbound call %d", i))
 		if err := s.Ack(ctx); err != nil {
 			t.Fatalf("inbound call %d: ACK: %v", i, err)
 		}
@@ -351,6 +332,27 @@ func TestTrunkConnectionLostReRegisters(t *testing.T) {
 	}
 
 	// An inbound call over the new connection reaches the PBX.
+	s := trunkInviteOver(t, ctx, e, flow, "inbound call over the new connection")
+	if err := s.Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-e.pbxUAS.sessions
+	if err := s.Bye(ctx); err != nil {
+		t.Fatalf("trunk BYE: %v", err)
+	}
+	e.waitEnded(1)
+	if got := e.wan.ln.(*closingListener).acceptedFrom(trunkIP); got != 0 {
+		t.Errorf("esbc accepted %d connections from the trunk, want 0", got)
+	}
+}
+
+// trunkInviteOver places an inbound call from the trunk to esbc over the
+// connection esbc opened (flow, its address at the trunk), as a trunk
+// reaching an esbc behind NAT does: the INVITE and the dialog's requests
+// go to the flow (RewriteContact: to the source of esbc's answers), never
+// to esbc's listening port. It returns the answered session (not ACKed).
+func trunkInviteOver(t *testing.T, ctx context.Context, e *env, flow, what string) *sipgo.DialogClientSession {
+	t.Helper()
 	trkUA := &sipgo.DialogUA{
 		Client: e.trk.cli,
 		ContactHDR: sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "trunk", Host: trunkIP, Port: e.trk.port(),
@@ -367,20 +369,10 @@ func TestTrunkConnectionLostReRegisters(t *testing.T) {
 	req.SetDestination(flow)
 	s, err := trkUA.WriteInvite(ctx, req)
 	if err != nil {
-		t.Fatalf("inbound call over the new connection: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
 	if err := s.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
-		t.Fatalf("inbound call over the new connection: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
-	if err := s.Ack(ctx); err != nil {
-		t.Fatal(err)
-	}
-	<-e.pbxUAS.sessions
-	if err := s.Bye(ctx); err != nil {
-		t.Fatalf("trunk BYE: %v", err)
-	}
-	e.waitEnded(1)
-	if got := e.wan.ln.(*closingListener).acceptedFrom(trunkIP); got != 0 {
-		t.Errorf("esbc accepted %d connections from the trunk, want 0", got)
-	}
+	return s
 }
