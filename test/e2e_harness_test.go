@@ -45,38 +45,6 @@ func e2ePortBound(transport string, port int) bool {
 	return false
 }
 
-// e2eRequireTool skips (or, with ESBC_REQUIRE_TOOLS=1, fails) when name is not
-// on PATH, and returns its path.
-func e2eRequireTool(t testing.TB, name string) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("e2e with external tools: skipped in -short mode")
-	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		msg := fmt.Sprintf("%s not installed (apt-get install -y %s); set ESBC_REQUIRE_TOOLS=1 to make this a failure", name, e2eAptPackage(name))
-		if os.Getenv("ESBC_REQUIRE_TOOLS") == "1" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return p
-}
-
-func e2eAptPackage(tool string) string {
-	switch tool {
-	case "sipp":
-		return "sip-tester"
-	case "stunnel", "stunnel4":
-		return "stunnel4"
-	case "dnsmasq":
-		return "dnsmasq-base"
-	case "baresip":
-		return "baresip-core"
-	}
-	return tool
-}
-
 // e2eRepoRoot is the module root (the directory holding go.mod).
 func e2eRepoRoot(t testing.TB) string {
 	t.Helper()

@@ -184,7 +184,7 @@ func failoverInvites(t *testing.T, s *e2eSIPp) int {
 // calls land on it. The PBX sees 0 failed calls.
 func TestFailoverSIPp(t *testing.T) {
 	e2eRequireTool(t, "sipp")
-	dnsmasq := locRequireTool(t, "dnsmasq")
+	dnsmasq := e2eRequireTool(t, "dnsmasq")
 	e2eLeakCheck(t)
 	dir := t.TempDir()
 	port := failoverTrunkPort(t, "udp")

@@ -164,7 +164,7 @@ type failoverEnv struct {
 // esbc, as the case needs) through startPrimary/startSecondary.
 func newFailoverEnv(t *testing.T, network, wanAllow string, before func(e *failoverEnv), edits ...string) *failoverEnv {
 	t.Helper()
-	dnsmasq := locRequireTool(t, "dnsmasq")
+	dnsmasq := e2eRequireTool(t, "dnsmasq")
 	port := failoverTrunkPort(t, network)
 	e := &failoverEnv{
 		primary:   newFailoverTrunk(t, "primary", network, "127.0.0.2", port),

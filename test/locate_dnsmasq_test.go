@@ -18,21 +18,6 @@ import (
 	"go.uber.org/goleak"
 )
 
-// locRequireTool returns the path of an external program, or skips the test
-// (fails it when ESBC_REQUIRE_TOOLS=1, as in CI).
-func locRequireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("ESBC_REQUIRE_TOOLS") == "1" {
-		t.Fatalf("%s not installed (ESBC_REQUIRE_TOOLS=1): %v", name, err)
-	}
-	t.Skipf("%s not installed (apt-get install dnsmasq-base): %v", name, err)
-	return ""
-}
-
 // locDnsmasq is a real dnsmasq serving only the records it is given.
 type locDnsmasq struct {
 	addr   string
@@ -135,7 +120,7 @@ func (d *locDnsmasq) stop() {
 func TestLocateAgainstDnsmasq(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
 	defer goleak.VerifyNone(t, ignore)
-	bin := locRequireTool(t, "dnsmasq")
+	bin := e2eRequireTool(t, "dnsmasq")
 	d := locStartDnsmasq(t, bin,
 		"--srv-host=_sips._tcp.trunk.test,primary.trunk.test,5061,10,50",
 		"--srv-host=_sips._tcp.trunk.test,secondary.trunk.test,5062,20,50",

@@ -213,12 +213,7 @@ func TestSecurityApp(t *testing.T) {
 	if len(files) != 1 {
 		t.Fatalf("capture files: %v", files)
 	}
-	if _, err := exec.LookPath("tshark"); err != nil {
-		if os.Getenv("ESBC_REQUIRE_TOOLS") == "1" {
-			t.Fatal("tshark not installed")
-		}
-		t.Skip("tshark not installed")
-	}
+	e2eRequireTool(t, "tshark")
 	_, port, _ := net.SplitHostPort(lan)
 	out, err := exec.Command("tshark", "-r", files[0], "-d", "udp.port=="+port+",sip", "-Y", "sip", "-T", "fields", "-e", "ip.src", "-e", "sip.CSeq.method", "-e", "sip.Status-Code").Output()
 	if err != nil {
@@ -242,12 +237,7 @@ func TestSecurityAppTLSCapture(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	if _, err := exec.LookPath("tshark"); err != nil {
-		if os.Getenv("ESBC_REQUIRE_TOOLS") == "1" {
-			t.Fatal("tshark not installed")
-		}
-		t.Skip("tshark not installed")
-	}
+	e2eRequireTool(t, "tshark")
 	secLeakCheck(t)
 	dir, capDir := t.TempDir(), t.TempDir()
 	cert, roots := secCert(t)
