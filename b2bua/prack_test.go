@@ -278,6 +278,21 @@ func TestPrackFromPBX(t *testing.T) {
 		if copies[k] != 2 || pracked[k] {
 			return nil // PRACK only the retransmission: proves esbc retransmits
 		}
+		if len(pracked) == 0 {
+			// Bad input first: PRACKs whose RAck matches nothing (a wrong
+			// RSeq, garbage) get 481 and acknowledge nothing.
+			for _, rack := range []string{fmt.Sprintf("%s9 %d INVITE", k, s.InviteRequest.CSeq().SeqNo), "garbage"} {
+				bad := sip.NewRequest(sip.PRACK, r.Contact().Address)
+				bad.Laddr = s.InviteRequest.Laddr
+				bad.AppendHeader(sip.NewHeader("RAck", rack))
+				mu.Unlock()
+				res, err := s.Do(ctx, bad)
+				mu.Lock()
+				if err != nil || res.StatusCode != 481 {
+					prackErr = append(prackErr, fmt.Sprintf("PRACK with RAck %q: %v %v, want 481", rack, res, err))
+				}
+			}
+		}
 		prack := sip.NewRequest(sip.PRACK, r.Contact().Address)
 		prack.Laddr = s.InviteRequest.Laddr
 		prack.AppendHeader(sip.NewHeader("RAck", fmt.Sprintf("%s %d INVITE", k, s.InviteRequest.CSeq().SeqNo)))
