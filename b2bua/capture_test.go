@@ -189,8 +189,8 @@ func TestCaptureCallIDsInbound(t *testing.T) {
 		if err != nil {
 			return
 		}
-		u.sessions <- sess
 		_ = sess.Respond(200, "OK", sdpOffer(pbxIP, pbxPort), sip.NewHeader("Content-Type", "application/sdp"))
+		u.sessions <- sess // after Respond: the test reads the session's InviteResponse
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -455,8 +455,8 @@ func (u *uas) answer(req *sip.Request, tx sip.ServerTransaction, ring time.Durat
 			return
 		}
 	}
-	u.sessions <- sess
 	_ = sess.Respond(200, "OK", answerFor(req.Body()), sip.NewHeader("Content-Type", "application/sdp"))
+	u.sessions <- sess // after Respond: the test reads the session's InviteResponse
 }
 
 // uac is a caller on a stack.

@@ -33,8 +33,8 @@ func TestInboundMediaEndToEnd(t *testing.T) {
 		if err != nil {
 			return
 		}
-		u.sessions <- sess
 		_ = sess.Respond(200, "OK", sdpOffer(pbxIP, pbxPort), sip.NewHeader("Content-Type", "application/sdp"))
+		u.sessions <- sess // after Respond: the test reads the session's InviteResponse
 	})
 	offer := trk.sdp("1") // SAVP with the trunk's own key
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -211,8 +211,8 @@ func setupMediaCall(t *testing.T, ctx context.Context, e *env) *mediaCall {
 		if err != nil {
 			return
 		}
-		u.sessions <- sess
 		_ = sess.Respond(200, "OK", mc.trk.answer(t, req.Body()), sip.NewHeader("Content-Type", "application/sdp"))
+		u.sessions <- sess // after Respond: the test reads the session's InviteResponse
 	})
 	e.trkUAS.setAnswer(func(offer []byte) []byte { return mc.trk.answer(t, offer) })
 	var err error
@@ -314,8 +314,8 @@ func TestLateOffer(t *testing.T) {
 		if err != nil {
 			return
 		}
-		u.sessions <- sess
 		_ = sess.Respond(200, "OK", trk.sdp("1"), sip.NewHeader("Content-Type", "application/sdp"))
+		u.sessions <- sess // after Respond: the test reads the session's InviteResponse
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

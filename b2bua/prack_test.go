@@ -96,8 +96,8 @@ func TestPrackTowardTrunk(t *testing.T) {
 			scriptErr <- "PBX saw no 180"
 			return
 		}
-		u.sessions <- sess
 		_ = sess.Respond(200, "OK", ans, ct)
+		u.sessions <- sess // after Respond: the test reads the session's InviteResponse
 	})
 	e.trkUAS.setAnswer(func(offer []byte) []byte { return trk.answer(t, offer) })
 	pbxRTP, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(pbxIP)})
@@ -234,8 +234,8 @@ func TestPrackFromPBX(t *testing.T) {
 		if !wait(183) {
 			return
 		}
-		u.sessions <- sess
 		_ = sess.Respond(200, "OK", ans, ct) // held by esbc until the 183's PRACK
+		u.sessions <- sess                   // after Respond: the test reads the session's InviteResponse
 	})
 	uri := sip.Uri{Scheme: "sip", User: "94155550123", Host: lanIP, Port: e.lan.port()}
 	s, err := e.pbxUAC.dcc.Invite(ctx, uri, sdpOffer(pbxIP, 40000),
@@ -412,8 +412,8 @@ func TestPrackDigest(t *testing.T) {
 				break
 			}
 		}
-		u.sessions <- sess
 		_ = sess.Respond(200, "OK", answerFor(req.Body()), sip.NewHeader("Content-Type", "application/sdp"))
+		u.sessions <- sess // after Respond: the test reads the session's InviteResponse
 	})
 	s, err := e.outbound(ctx, "94155550123")
 	if err != nil {
@@ -455,8 +455,8 @@ func TestPrackInbound(t *testing.T) {
 		if awaitPrack(u, fmt.Sprintf("42 %d INVITE", req.CSeq().SeqNo), tx.Done()) == nil {
 			return
 		}
-		u.sessions <- sess
 		_ = sess.Respond(200, "OK", answerFor(req.Body()), sip.NewHeader("Content-Type", "application/sdp"))
+		u.sessions <- sess // after Respond: the test reads the session's InviteResponse
 	})
 	uri := sip.Uri{Scheme: "sip", User: "+14155550100", Host: wanIP, Port: e.wan.port(), UriParams: sip.HeaderParams{{K: "transport", V: "tls"}}}
 	s, err := e.trkUAC.dcc.Invite(ctx, uri, sdpOffer(trunkIP, 50000),

@@ -48,10 +48,10 @@ func TestOwnSessionTimerTowardTrunk(t *testing.T) {
 		if err != nil {
 			return
 		}
-		u.sessions <- sess
 		_ = sess.Respond(200, "OK", answerFor(req.Body()), sip.NewHeader("Content-Type", "application/sdp"),
 			sip.NewHeader("Session-Expires", "2;refresher=uac"), sip.NewHeader("Require", "timer"),
 			sip.NewHeader("Allow", "INVITE, ACK, BYE, CANCEL, UPDATE"))
+		u.sessions <- sess // after Respond: the test reads the session's InviteResponse
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
